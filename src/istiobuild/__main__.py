@@ -1,0 +1,3 @@
+from istiobuild.cli import main
+
+main()

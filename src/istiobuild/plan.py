@@ -1,0 +1,375 @@
+"""The build plan: a pure, frozen description of every stage, made before anything runs.
+
+`make_plan` reads only shipped data (release matrix, patch series, toolchain profiles) and its
+arguments; it never runs a subprocess or touches the workdir. Executors only run plans.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import re
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from istiobuild import patches as patchmod
+from istiobuild.arch import Arch
+from istiobuild.config import Settings
+from istiobuild.errors import UsageError
+from istiobuild.release import Component, LocalProxy, Release
+from istiobuild.sources import cache_repo, release_dir, sources
+from istiobuild.toolchain import Family, Toolchain
+
+
+class StageName(enum.Enum):
+    CHECKOUT = "checkout"
+    PATCH = "patch"
+    TOOLCHAIN = "toolchain"
+    PROXY = "proxy"
+    ISTIO = "istio"
+    IMAGES = "images"
+    VERIFY = "verify"
+    RECORD = "record"
+
+
+# Stages `invoke build` runs today; the others are planned and shown, and come with later work.
+IMPLEMENTED = frozenset({StageName.CHECKOUT, StageName.PATCH})
+INTERNAL = "istiobuild"  # argv[0] of steps istiobuild performs itself (git plumbing, verification)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Step:
+    argv: tuple[str, ...]
+    cwd: str
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    description: str = ""
+
+    def render(self) -> str:
+        delta = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
+        return f"(cd {shlex.quote(self.cwd)} && {delta + ' ' if delta else ''}{shlex.join(self.argv)})"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Stage:
+    name: StageName
+    summary: str
+    steps: tuple[Step, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    patches: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def implemented(self) -> bool:
+        return self.name in IMPLEMENTED
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BuildPlan:
+    release: str
+    arch: Arch
+    host: Arch
+    toolchain: str
+    workdir: str
+    tag: str
+    stages: tuple[Stage, ...]
+    notes: tuple[str, ...] = ()
+
+    def stage(self, name: StageName | str) -> Stage:
+        wanted = StageName(name) if isinstance(name, str) else name
+        return next(s for s in self.stages if s.name == wanted)
+
+    def to_json(self) -> dict[str, Any]:
+        def enc(obj: Any) -> Any:
+            if isinstance(obj, enum.Enum):
+                return obj.value
+            if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+                data = {f.name: enc(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+                if isinstance(obj, Stage):
+                    data["implemented"] = obj.implemented
+                return data
+            if isinstance(obj, Mapping):
+                return {str(k): enc(v) for k, v in obj.items()}
+            if isinstance(obj, (tuple, list)):
+                return [enc(v) for v in obj]
+            return obj
+
+        return enc(self)  # type: ignore[no-any-return]
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2)
+
+
+# Paths end up inside make variables and bazel flags that a shell splits on whitespace.
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+@%:,=-]+$")
+
+
+def _check_path(path: Path, what: str) -> str:
+    text = str(path)
+    if not _SAFE_PATH.match(text):
+        raise UsageError(
+            f"{what} {text!r} contains spaces or shell metacharacters",
+            hint="upstream Makefiles pass it through a shell: choose a path of letters, digits, "
+            "and . _ - / only (--workdir / ISTIOBUILD_WORKDIR)",
+        )
+    return text
+
+
+def make_plan(
+    release: Release, arch: Arch, toolchain: Toolchain, settings: Settings, *, host: Arch
+) -> BuildPlan:
+    """Every stage of the pipeline for (release, arch, toolchain, settings)."""
+    root = release_dir(settings, release)
+    _check_path(settings.workdir, "workdir")
+    _check_path(settings.cache, "cache_dir")
+    srcs = {s.component: s for s in sources(release, settings)}
+    proxy_dir = str(srcs[Component.PROXY].path)
+    envoy_dir = str(srcs[Component.ENVOY].path)
+    istio_dir = str(srcs[Component.ISTIO].path)
+    out_dir = settings.workdir / f"{release.version}-{arch.value}"
+    artifacts = out_dir / "artifacts"
+    tag = settings.tag or release.version
+    page_size = settings.page_size if settings.page_size != "auto" else "4k"
+    tc_env = toolchain.env_for(arch, host)
+    notes: list[str] = []
+    if release.note:
+        notes.append(release.note)
+    envoy_pin = release.pins[Component.ENVOY]
+    if envoy_pin.public_repo:
+        notes.append(
+            f"envoy is pinned to {envoy_pin.repo}@{envoy_pin.commit[:12]}; fetched from the public "
+            f"{envoy_pin.public_repo}, where the same commit exists"
+        )
+    if arch != host:
+        notes.append(
+            f"target {arch} differs from host {host}: aarch64 output is run under qemu-user (binfmt)"
+        )
+
+    # -- checkout
+    checkout_steps = []
+    for comp in Component:
+        src = srcs[comp]
+        cache = str(cache_repo(settings, comp))
+        checkout_steps.append(
+            Step(
+                argv=("git", "fetch", "--depth=1", "--no-tags", src.url, f"+{src.pin.commit}:refs/istiobuild/pins/{src.pin.commit}"),
+                cwd=cache,
+                description=f"{comp}: fetch the pinned commit into the object cache (full fetch if refused)"
+                + (f"; tag {src.pin.tag} must still point at it" if src.pin.tag else ""),
+            )
+        )
+        checkout_steps.append(
+            Step(
+                argv=("git", "checkout", "--detach", src.pin.commit),
+                cwd=str(src.path),
+                description=f"{comp}: check out {src.pin.commit[:12]} (objects borrowed from the cache)",
+            )
+        )
+    checkout = Stage(
+        name=StageName.CHECKOUT,
+        summary="check out proxy, envoy and istio at their pinned commits, as siblings",
+        steps=tuple(checkout_steps),
+        inputs=tuple(
+            f"{c}: {srcs[c].url} ({srcs[c].via}) {srcs[c].pin.tag or '-'} {srcs[c].pin.commit}" for c in Component
+        ),
+        outputs=(proxy_dir, envoy_dir, istio_dir),
+    )
+
+    # -- patch
+    selected = {c: patchmod.select(release, c, arch, page_size) for c in Component}
+    base_map = dict(settings.base_images.get(arch.value, {}))
+    patch_steps = tuple(
+        Step(
+            argv=("git", "apply", *[p.name for p in selected[c]]),
+            cwd=str(srcs[c].path),
+            description=f"{c}: check all, then apply all ({len(selected[c])} patches) or none",
+        )
+        for c in Component
+        if selected[c]
+    )
+    patch_notes = []
+    if base_map:
+        patch_notes.append(
+            "istio: base images rewritten by a generated patch from base_images."
+            + arch.value + ": " + ", ".join(f"{k} -> {v}" for k, v in sorted(base_map.items()))
+        )
+    patch = Stage(
+        name=StageName.PATCH,
+        summary="apply the release's patch series (atomic, idempotent, recorded)",
+        steps=patch_steps,
+        inputs=tuple(p.name for c in Component for p in selected[c]),
+        outputs=tuple(f"{srcs[c].path}/.git/{patchmod.STATE_FILE}" for c in Component if selected[c]),
+        patches={c.value: tuple(p.name for p in selected[c]) for c in Component},
+        notes=tuple(patch_notes),
+    )
+
+    # -- toolchain
+    binaries = toolchain.binaries_for(arch, host)
+    toolchain_stage = Stage(
+        name=StageName.TOOLCHAIN,
+        summary=f"check toolchain {toolchain.name} ({toolchain.description}), version {toolchain.version_range}",
+        steps=(Step(argv=(binaries["cc"], "--version"), cwd=str(root), env=tc_env, description="compiler version"),),
+        inputs=tuple(f"{k}={v}" for k, v in sorted(binaries.items())),
+        outputs=(),
+        notes=(f"bazel configs: {' '.join('--config=' + c for c in toolchain.bazel_configs)}",),
+    )
+
+    # -- proxy (envoy)
+    bazel_args = [
+        f"--override_repository=envoy={envoy_dir}",
+        "--action_env=GN",
+        "--action_env=NINJA",
+        f"--disk_cache={settings.cache / 'bazel-disk'}",
+        "--verbose_failures",
+    ]
+    if settings.jobs:
+        bazel_args.append(f"--jobs={settings.jobs}")
+    if toolchain.family is Family.GCC:
+        bazel_args.append("--action_env=BAZEL_COMPILER")
+    if arch != host:
+        bazel_args.append(f"--cpu={arch.bazel_cpu}")
+    configs = " ".join(f"--config={c}" for c in toolchain.bazel_configs)
+    proxy_env = {**tc_env, "GN": settings.gn, "NINJA": settings.ninja}
+    envoy_binary = Path(proxy_dir) / release.envoy_output
+    proxy = Stage(
+        name=StageName.PROXY,
+        summary=f"build envoy ({release.envoy_target}) with bazel through the proxy's make build_envoy",
+        steps=(
+            Step(
+                argv=(
+                    "make",
+                    "build_envoy",
+                    f"BAZEL_BUILD_ARGS={' '.join(bazel_args)}",
+                    f"BAZEL_CONFIG_REL={configs}",
+                    "BAZEL_STARTUP_ARGS=--host_jvm_args=-Xmx3g",
+                    "VERBOSE=1",
+                ),
+                cwd=proxy_dir,
+                env=proxy_env,
+                description="bazel build; wee8 via gn/ninja from GN/NINJA",
+            ),
+            Step(
+                argv=(INTERNAL, "collect-envoy", str(envoy_binary), str(artifacts / "envoy")),
+                cwd=str(root),
+                description=f"copy envoy with its sha256, check it is an ELF for {arch}, run --version",
+            ),
+        ),
+        inputs=(proxy_dir, envoy_dir, f"bazel {release.bazel_version}", f"wee8 {release.wee8 or '-'}"),
+        outputs=(str(envoy_binary), str(artifacts / "envoy")),
+        notes=tuple(
+            [f"wee8 {release.wee8} is built by a genrule running gn and ninja"] if release.wee8 else []
+        ),
+    )
+
+    # -- istio
+    istio_env = {
+        "BUILD_WITH_CONTAINER": "0",
+        "TARGET_ARCH": arch.goarch,
+        "GOARCH": arch.goarch,
+        "GOOS": "linux",
+        "VERBOSE": "1",
+    }
+    local = release.local_proxy
+    match local:
+        case LocalProxy.USE_LOCAL_PROXY:
+            istio_env["USE_LOCAL_PROXY"] = "1"
+            local_note = f"USE_LOCAL_PROXY=1: istio reads ../proxy/{release.envoy_output} (siblings proxy, istio)"
+        case LocalProxy.ISTIO_ENVOY_LOCAL:
+            istio_env["ISTIO_ENVOY_LOCAL"] = str(artifacts / "envoy")
+            local_note = "ISTIO_ENVOY_LOCAL points at the envoy we built"
+        case LocalProxy.RELEASE_PATH:
+            istio_env["DOCKER_ARCHITECTURES"] = arch.oci_platform
+            local_note = "envoy pre-placed at ISTIO_ENVOY_LINUX_RELEASE_PATH (download skipped)"
+    if release.gopath:
+        istio_env["GOPATH"] = str(out_dir / "gopath")
+    istio = Stage(
+        name=StageName.ISTIO,
+        summary="build istio's Go binaries for the target with the local proxy",
+        steps=(Step(argv=("make", "build"), cwd=istio_dir, env=istio_env, description=local_note),),
+        inputs=(istio_dir, str(envoy_binary), f"go {release.go}"),
+        outputs=(f"{istio_dir}/out/linux_{arch.goarch}",),
+    )
+
+    # -- images
+    targets = release.docker_targets_for(arch)
+    skipped = sorted(set(release.docker_targets) - set(targets))
+    image_env = {
+        **istio_env,
+        "DOCKER_BUILDKIT": "0",
+        "DOCKER_DEFAULT_PLATFORM": arch.oci_platform,
+        "TAG": tag,
+        "BASE_VERSION": tag,
+    }
+    images = Stage(
+        name=StageName.IMAGES,
+        summary="build istio's images with istio's own make targets",
+        steps=(
+            Step(
+                argv=("make", "docker.base", "HUB=docker.io/istio", f"TAG={tag}"),
+                cwd=istio_dir,
+                env=image_env,
+                description="base image under the name every Dockerfile's FROM uses",
+            ),
+            Step(
+                argv=("make", "docker", f"HUB={settings.hub}", f"TAG={tag}", f"DOCKER_TARGETS={' '.join(targets)}"),
+                cwd=istio_dir,
+                env=image_env,
+                description="images; skipped for " + arch.value + ": " + (", ".join(skipped) or "none"),
+            ),
+        ),
+        inputs=(istio_dir, str(artifacts / "envoy")),
+        outputs=tuple(f"{settings.hub}/{t.removeprefix('docker.')}:{tag}" for t in targets),
+    )
+
+    verify = Stage(
+        name=StageName.VERIFY,
+        summary="check every image: platform, ELF arch of every file, envoy --version, labels",
+        steps=(Step(argv=(INTERNAL, "verify", f"--arch={arch.value}", f"--hub={settings.hub}", f"--tag={tag}"), cwd=str(root)),),
+        inputs=images.outputs,
+        outputs=(str(out_dir / "verify.json"),),
+    )
+    record = Stage(
+        name=StageName.RECORD,
+        summary="record what was built: pins, patches with sha256, toolchain, artifacts",
+        steps=(Step(argv=(INTERNAL, "record", str(out_dir / "build-record.json")), cwd=str(root)),),
+        inputs=(),
+        outputs=(str(out_dir / "build-record.json"),),
+    )
+    return BuildPlan(
+        release=release.version,
+        arch=arch,
+        host=host,
+        toolchain=toolchain.name,
+        workdir=str(settings.workdir),
+        tag=tag,
+        stages=(checkout, patch, toolchain_stage, proxy, istio, images, verify, record),
+        notes=tuple(notes),
+    )
+
+
+def render(plan: BuildPlan) -> str:
+    """The plan as text for humans."""
+    lines = [
+        f"release {plan.release}  arch {plan.arch} (host {plan.host})  toolchain {plan.toolchain}  tag {plan.tag}",
+        f"workdir {plan.workdir}",
+    ]
+    lines += [f"note: {n}" for n in plan.notes]
+    for number, stage in enumerate(plan.stages, 1):
+        state = "" if stage.implemented else "  [planned: not run by this version]"
+        lines.append("")
+        lines.append(f"{number}. {stage.name.value}: {stage.summary}{state}")
+        for step in stage.steps:
+            if step.description:
+                lines.append(f"   # {step.description}")
+            lines.append(f"   {step.render()}")
+        for comp, names in stage.patches.items():
+            lines.append(f"   patches for {comp}: " + (", ".join(names) if names else "none"))
+        for item in stage.inputs:
+            lines.append(f"   in:  {item}")
+        for item in stage.outputs:
+            lines.append(f"   out: {item}")
+        lines += [f"   note: {n}" for n in stage.notes]
+    return "\n".join(lines)

@@ -1,0 +1,283 @@
+"""The release matrix: releases/*.toml, validated on load."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from istiobuild.arch import Arch
+from istiobuild.errors import DataError, UsageError
+from istiobuild.resources import data_dir
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class Component(enum.Enum):
+    """The three upstream repositories, in the order they are checked out and patched."""
+
+    PROXY = "proxy"
+    ENVOY = "envoy"
+    ISTIO = "istio"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class LocalProxy(enum.Enum):
+    """How a release's Istio build picks up a locally built envoy."""
+
+    USE_LOCAL_PROXY = "use_local_proxy"  # USE_LOCAL_PROXY=1, ../proxy/bazel-bin/... (<= 1.12)
+    ISTIO_ENVOY_LOCAL = "istio_envoy_local"  # ISTIO_ENVOY_LOCAL=<path> (1.13)
+    RELEASE_PATH = "release_path"  # pre-placed at ISTIO_ENVOY_LINUX_RELEASE_PATH (>= 1.14)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Pin:
+    """A pinned upstream commit: the repository it comes from, and the tag that names it."""
+
+    repo: str  # owner/name as upstream spells it
+    commit: str
+    tag: str = ""
+    sha256: str = ""  # archive sha256 (envoy, as pinned in the proxy WORKSPACE)
+    public_repo: str = ""  # where a privately pinned commit is public
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Release:
+    """Everything the plan needs to know about one release."""
+
+    version: str
+    line: str
+    pins: Mapping[Component, Pin]
+    urls: Mapping[Component, str]  # where each component is fetched from (before config overrides)
+    bazel_version: str
+    go: str
+    wee8: str
+    envoy_target: str
+    envoy_output: str
+    local_proxy: LocalProxy
+    rc_file: str
+    gopath: bool
+    docker_targets: tuple[str, ...]
+    skip_docker_targets: Mapping[Arch, tuple[str, ...]]
+    series: Mapping[Component, tuple[str, ...]]
+    note: str = ""
+
+    def docker_targets_for(self, arch: Arch) -> tuple[str, ...]:
+        skip = set(self.skip_docker_targets.get(arch, ()))
+        return tuple(t for t in self.docker_targets if t not in skip)
+
+
+_SHA1 = re.compile(r"^[0-9a-f]{40}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# Release names are used in paths and argv: allow only what a version string needs.
+_RELEASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_LINE_KEYS = {
+    "name": str,
+    "bazel_version": str,
+    "go": str,
+    "wee8": str,
+    "envoy_target": str,
+    "envoy_output": str,
+    "local_proxy": str,
+    "rc_file": str,
+    "gopath": bool,
+    "docker_targets": list,
+    "skip_docker_targets": dict,
+    "repos": dict,
+    "patches": dict,
+}
+_RELEASE_KEYS = {"proxy", "istio", "envoy", "extra_patches", "note"}
+
+
+def _fail(path: Path, where: str, what: str) -> DataError:
+    return DataError(f"{path.name}: {where}: {what}", hint=f"fix {path}")
+
+
+def _pin(path: Path, where: str, raw: Any, *, envoy: bool) -> dict[str, str]:
+    if not isinstance(raw, Mapping):
+        raise _fail(path, where, "must be a table")
+    allowed = {"repo", "commit", "sha256", "public_repo"} if envoy else {"tag", "commit"}
+    unknown = set(raw) - allowed
+    if unknown:
+        raise _fail(path, where, f"unknown keys {sorted(unknown)}")
+    if not _SHA1.match(str(raw.get("commit", ""))):
+        raise _fail(path, where, "commit must be a full 40-hex SHA")
+    if envoy:
+        if not _SHA256.match(str(raw.get("sha256", ""))):
+            raise _fail(path, where, "sha256 must be 64 hex characters")
+        if "/" not in str(raw.get("repo", "")):
+            raise _fail(path, where, "repo must be owner/name")
+    elif not raw.get("tag"):
+        raise _fail(path, where, "tag is required")
+    return {k: str(v) for k, v in raw.items()}
+
+
+def _series_exists(component: Component, name: str) -> bool:
+    return (data_dir("patches") / component.value / name / "series").is_file()
+
+
+def _load_line(path: Path) -> dict[str, Release]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise DataError(f"{path} is not valid TOML: {exc}") from None
+    if data.get("schema") != 1:
+        raise _fail(path, "schema", "expected schema = 1")
+    unknown_top = set(data) - {"schema", "line", "release"}
+    if unknown_top:
+        raise _fail(path, "top level", f"unknown keys {sorted(unknown_top)}")
+    line = data.get("line", {})
+    for key, kind in _LINE_KEYS.items():
+        if key not in line:
+            raise _fail(path, "[line]", f"missing {key!r}")
+        if not isinstance(line[key], kind):
+            raise _fail(path, f"[line] {key}", f"must be {kind.__name__}")
+    unknown = set(line) - set(_LINE_KEYS)
+    if unknown:
+        raise _fail(path, "[line]", f"unknown keys {sorted(unknown)}")
+
+    releases: dict[str, Release] = {}
+    for version, table in data.get("release", {}).items():
+        where = f"[release.{version!r}]"
+        if not _RELEASE_NAME.match(version):
+            raise _fail(path, where, "release name has characters that are not allowed")
+        unknown = set(table) - _RELEASE_KEYS - (set(_LINE_KEYS) - {"name", "repos", "patches"})
+        if unknown:
+            raise _fail(path, where, f"unknown keys {sorted(unknown)}")
+        merged = {**line, **{k: v for k, v in table.items() if k in _LINE_KEYS}}
+        for key in set(table) & set(_LINE_KEYS):
+            if not isinstance(table[key], _LINE_KEYS[key]):
+                raise _fail(path, f"{where} {key}", f"must be {_LINE_KEYS[key].__name__}")
+        releases[version] = _build(path, where, version, merged, table)
+    if not releases:
+        raise _fail(path, "release", "no releases")
+    return releases
+
+
+def _build(
+    path: Path, where: str, version: str, line: Mapping[str, Any], table: Mapping[str, Any]
+) -> Release:
+    for comp in ("proxy", "istio", "envoy"):
+        if comp not in table:
+            raise _fail(path, where, f"missing {comp!r}")
+    proxy = _pin(path, f"{where} proxy", table["proxy"], envoy=False)
+    istio = _pin(path, f"{where} istio", table["istio"], envoy=False)
+    envoy = _pin(path, f"{where} envoy", table["envoy"], envoy=True)
+
+    repos = line["repos"]
+    if set(repos) != {c.value for c in Component}:
+        raise _fail(path, "[line.repos]", "must name proxy, envoy and istio")
+    urls = {}
+    for comp in Component:
+        template = str(repos[comp.value])
+        fetch_repo = envoy.get("public_repo") or envoy["repo"]
+        urls[comp] = template.replace("{envoy_repo}", fetch_repo)
+    owner = {
+        Component.PROXY: _repo_from_url(urls[Component.PROXY]),
+        Component.ISTIO: _repo_from_url(urls[Component.ISTIO]),
+    }
+
+    try:
+        local_proxy = LocalProxy(line["local_proxy"])
+    except ValueError:
+        choices = ", ".join(m.value for m in LocalProxy)
+        raise _fail(path, f"{where} local_proxy", f"must be one of {choices}") from None
+
+    series: dict[Component, tuple[str, ...]] = {}
+    extra = table.get("extra_patches", {})
+    for key in {*line["patches"], *extra}:
+        if key not in {c.value for c in Component}:
+            raise _fail(path, where, f"patches for unknown component {key!r}")
+    for comp in Component:
+        names = tuple(line["patches"].get(comp.value, [])) + tuple(extra.get(comp.value, []))
+        for name in names:
+            if not _series_exists(comp, name):
+                raise _fail(
+                    path, where, f"patch series {comp.value}/{name} does not exist in patches/"
+                )
+        series[comp] = names
+
+    skip: dict[Arch, tuple[str, ...]] = {}
+    for arch_name, targets in line["skip_docker_targets"].items():
+        try:
+            arch = Arch(arch_name)
+        except ValueError:
+            raise _fail(path, f"{where} skip_docker_targets", f"unknown arch {arch_name!r}") from None
+        skip[arch] = tuple(targets)
+
+    return Release(
+        version=version,
+        line=line["name"],
+        pins={
+            Component.PROXY: Pin(repo=owner[Component.PROXY], commit=proxy["commit"], tag=proxy["tag"]),
+            Component.ISTIO: Pin(repo=owner[Component.ISTIO], commit=istio["commit"], tag=istio["tag"]),
+            Component.ENVOY: Pin(
+                repo=envoy["repo"],
+                commit=envoy["commit"],
+                sha256=envoy["sha256"],
+                public_repo=envoy.get("public_repo", ""),
+            ),
+        },
+        urls=urls,
+        bazel_version=line["bazel_version"],
+        go=line["go"],
+        wee8=line["wee8"],
+        envoy_target=line["envoy_target"],
+        envoy_output=line["envoy_output"],
+        local_proxy=local_proxy,
+        rc_file=line["rc_file"],
+        gopath=line["gopath"],
+        docker_targets=tuple(line["docker_targets"]),
+        skip_docker_targets=skip,
+        series=series,
+        note=str(table.get("note", "")),
+    )
+
+
+def _repo_from_url(url: str) -> str:
+    parts = url.rstrip("/").removesuffix(".git").replace(":", "/").split("/")
+    return "/".join(parts[-2:])
+
+
+def _version_key(version: str) -> tuple[Any, ...]:
+    parts = re.split(r"[.-]", version)
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
+
+
+@functools.cache
+def matrix(directory: Path | None = None) -> Mapping[str, Release]:
+    """Every release in releases/*.toml, in version order."""
+    root = directory or data_dir("releases")
+    releases: dict[str, Release] = {}
+    for path in sorted(root.glob("*.toml")):
+        for version, release in _load_line(path).items():
+            if version in releases:
+                raise DataError(f"release {version} is defined twice", hint=f"fix {path}")
+            releases[version] = release
+    return dict(sorted(releases.items(), key=lambda item: _version_key(item[0])))
+
+
+def get(version: str, releases: Mapping[str, Release] | None = None) -> Release:
+    """The release named `version`, or a UsageError listing the known ones."""
+    known = releases if releases is not None else matrix()
+    if not _RELEASE_NAME.match(version):
+        raise UsageError(
+            f"release {version!r} is not a release name",
+            hint="release names are versions like 1.5.0 (letters, digits, '.', '-', '_' only)",
+        )
+    if version not in known:
+        raise UsageError(
+            f"unknown release {version!r}",
+            hint=f"known releases: {', '.join(known)}",
+        )
+    return known[version]
