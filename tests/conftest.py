@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from istiobuild.config import Layer, Settings, resolve
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
+    """In CI a skipped real-tool test is a failure; only `upstream` tests may skip (no mirrors in CI)."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") == "true" and report.skipped and item.get_closest_marker("upstream") is None:
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI (a skipped real-tool test is a failure): {report.longrepr}"
+
+
+@pytest.fixture
+def no_subprocess(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if anything starts a process."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"subprocess started: {args[:1]}")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr(subprocess, "run", refuse)
+    monkeypatch.setattr(os, "system", refuse)
+
+
+@pytest.fixture
+def settings_for(tmp_path: Path):  # type: ignore[no-untyped-def]
+    def make(**values: object) -> Settings:
+        values.setdefault("workdir", str(tmp_path / "work"))
+        settings, _ = resolve([Layer("test", values)], base=tmp_path)
+        return settings
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in list(os.environ):
+        if name.startswith("ISTIOBUILD_") and name != "ISTIOBUILD_UPSTREAM_MIRRORS":
+            monkeypatch.delenv(name)
+    yield

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from istiobuild import release
+from istiobuild.arch import Arch
+from istiobuild.errors import DataError, UsageError
+from istiobuild.release import Component, LocalProxy
+
+REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "tags-1.4-1.5.csv"
+GA = [f"1.4.{i}" for i in range(11)] + [f"1.5.{i}" for i in range(11)]
+
+
+def test_matrix_has_every_ga_release_in_order() -> None:
+    names = [v for v, r in release.matrix().items() if r.line != "example"]
+    assert names == GA
+
+
+@pytest.mark.skipif(not REF.is_file(), reason="shared/reference not beside the checkout")
+def test_matrix_matches_the_reference_table() -> None:
+    rows = {r["tag"]: r for r in csv.DictReader(REF.open())}
+    for version in GA:
+        rel, row = release.get(version), rows[version]
+        assert rel.pins[Component.PROXY].commit == row["proxy_commit"]
+        assert rel.pins[Component.PROXY].tag == version
+        assert rel.pins[Component.ISTIO].commit == row["istio_commit"]
+        assert rel.pins[Component.ENVOY].commit == row["envoy_sha"]
+        assert rel.pins[Component.ENVOY].sha256 == row["envoy_sha256"]
+        assert rel.pins[Component.ENVOY].repo == row["envoy_repo"]
+        assert rel.bazel_version == row["proxy_bazelversion"]
+        assert rel.go == row["istio_go_directive"]
+        assert "wee8-" + rel.wee8 == row["wee8_version"]
+
+
+def test_line_facts() -> None:
+    r150, r147 = release.get("1.5.0"), release.get("1.4.7")
+    assert r150.rc_file == "envoy.bazelrc" and r147.rc_file == ".bazelrc"
+    assert r150.local_proxy is LocalProxy.USE_LOCAL_PROXY
+    assert r147.gopath and not r150.gopath
+    assert r150.envoy_output == "bazel-bin/src/envoy/envoy"
+    assert r150.series[Component.ENVOY] == ("wee8-1.5",)
+    assert r147.series[Component.ENVOY] == ("wee8-1.4",)
+    assert "private-operator-1.4.7" in r147.series[Component.ISTIO]
+    assert "private-operator-1.4.7" not in release.get("1.4.6").series[Component.ISTIO]
+    assert "docker.kubectl" not in r150.docker_targets_for(Arch.AARCH64)
+    assert "docker.kubectl" in r150.docker_targets_for(Arch.X86_64)
+
+
+def test_private_envoy_resolves_to_public() -> None:
+    rel = release.get("1.5.7")
+    pin = rel.pins[Component.ENVOY]
+    assert pin.repo == "istio-private/envoy"
+    assert pin.public_repo == "istio/envoy"
+    assert rel.urls[Component.ENVOY] == "https://github.com/istio/envoy"
+    assert rel.note
+
+
+@pytest.mark.parametrize("bad", ["1.9.9", "nope"])
+def test_unknown_release_lists_known(bad: str) -> None:
+    with pytest.raises(UsageError, match="unknown release") as err:
+        release.get(bad)
+    assert "1.5.0" in err.value.hint and "1.4.10" in err.value.hint
+
+
+@pytest.mark.parametrize("bad", ["1.5.0; rm -rf /", "$(id)", "1.5.0 && x", "../1.5.0", ""])
+def test_release_with_metacharacters(bad: str) -> None:
+    with pytest.raises(UsageError, match="not a release name"):
+        release.get(bad)
+
+
+LINE = """schema = 1
+[line]
+name = "t"
+bazel_version = "1"
+go = "1"
+wee8 = ""
+envoy_target = "//:envoy"
+envoy_output = "bazel-bin/envoy"
+local_proxy = "release_path"
+rc_file = ".bazelrc"
+gopath = false
+docker_targets = ["docker.a"]
+skip_docker_targets = {}
+[line.repos]
+proxy = "https://x/istio/proxy"
+envoy = "https://x/{envoy_repo}"
+istio = "https://x/istio/istio"
+[line.patches]
+[release."9.0.0"]
+proxy = { tag = "9.0.0", commit = "%s" }
+istio = { tag = "9.0.0", commit = "%s" }
+envoy = { repo = "envoyproxy/envoy", commit = "%s", sha256 = "%s" }
+"""
+SHA = "a" * 40
+
+
+def test_later_lines_need_no_code(tmp_path: Path) -> None:
+    """A 1.14+-shaped line: //:envoy, no wee8, envoy pre-placed at the release path."""
+    (tmp_path / "9.0.toml").write_text(LINE % (SHA, SHA, SHA, "b" * 64))
+    rel = release.matrix(tmp_path)["9.0.0"]
+    assert rel.local_proxy is LocalProxy.RELEASE_PATH
+    assert rel.wee8 == "" and rel.envoy_target == "//:envoy"
+    assert rel.urls[Component.ENVOY] == "https://x/envoyproxy/envoy"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace('"b' * 1, '"b', 1).replace("b" * 64, "short"), "sha256"),
+        (lambda t: t.replace(SHA, "abc", 1), "40-hex"),
+        (lambda t: t.replace('local_proxy = "release_path"', 'local_proxy = "magic"'), "local_proxy"),
+        (lambda t: t.replace("[line.patches]", '[line.patches]\nenvoy = ["nope"]'), "does not exist"),
+        (lambda t: t.replace('gopath = false', 'gopath = false\ncolour = "red"'), "unknown keys"),
+        (lambda t: t.replace("schema = 1", "schema = 2"), "schema"),
+    ],
+)
+def test_invalid_data_is_rejected_on_load(tmp_path: Path, edit, message: str) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "9.0.toml").write_text(edit(LINE % (SHA, SHA, SHA, "b" * 64)))
+    with pytest.raises(DataError, match=message):
+        release.matrix(tmp_path)
