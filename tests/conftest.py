@@ -50,3 +50,23 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.startswith("ISTIOBUILD_") and name != "ISTIOBUILD_UPSTREAM_MIRRORS":
             monkeypatch.delenv(name)
     yield
+
+
+@pytest.fixture(scope="session")
+def example_upstream(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The miniature proxy, envoy and istio repositories, generated once per session (read-only)."""
+    from istiobuild import example
+
+    dest = tmp_path_factory.mktemp("upstream") / "example-upstream"
+    example.generate(dest)
+    return dest
+
+
+@pytest.fixture
+def upstream_copy(example_upstream: Path, tmp_path: Path) -> Path:
+    """A private copy of the miniature upstream that a test may change (move tags, delete repos)."""
+    import shutil
+
+    dest = tmp_path / "upstream"
+    shutil.copytree(example_upstream, dest, symlinks=True)
+    return dest

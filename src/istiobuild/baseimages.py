@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from istiobuild.git import git, out
@@ -21,7 +22,8 @@ GENERATED_NAME = "generated/base-images.patch"
 def rewrite(text: str, mapping: Mapping[str, str]) -> str:
     """Replace the image of every FROM line that the map names."""
     lines = []
-    for line in text.splitlines(keepends=True):
+    for original in text.splitlines(keepends=True):
+        line = original
         match = _FROM.match(line)
         if match and match.group(2) in mapping:
             line = f"{match.group(1)}{mapping[match.group(2)]}{match.group(3)}" + ("\n" if line.endswith("\n") else "")
@@ -29,21 +31,30 @@ def rewrite(text: str, mapping: Mapping[str, str]) -> str:
     return "".join(lines)
 
 
-def patch_for(repo: Path, mapping: Mapping[str, str]) -> PatchSource | None:
-    """A git-format patch rewriting FROM lines at HEAD, written into .git/istiobuild/generated/."""
+def patch_for(repo: Path, mapping: Mapping[str, str], after: Sequence[PatchSource] = ()) -> PatchSource | None:
+    """A git-format patch rewriting FROM lines, written into .git/istiobuild/generated/.
+
+    It is made against HEAD with the `after` patches applied (in a throwaway index), so it applies
+    on top of them.
+    """
     if not mapping:
         return None
-    files = out(repo, "ls-files", "--", "*Dockerfile*").splitlines()
     chunks = []
-    for name in sorted(files):
-        before = git(repo, "show", f"HEAD:{name}").stdout
-        after = rewrite(before, mapping)
-        if after == before:
-            continue
-        diff = difflib.unified_diff(
-            before.splitlines(keepends=True), after.splitlines(keepends=True), f"a/{name}", f"b/{name}"
-        )
-        chunks.append(f"diff --git a/{name} b/{name}\n" + "".join(diff))
+    with tempfile.TemporaryDirectory(prefix="istiobuild-base-") as tmp:
+        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        git(repo, "read-tree", "HEAD", env=env)
+        for patch in after:
+            git(repo, "apply", "--cached", "--whitespace=nowarn", str(patch.path), env=env)
+        files = out(repo, "ls-files", "--", "*Dockerfile*", env=env).splitlines()
+        for name in sorted(files):
+            before = git(repo, "show", f":{name}", env=env).stdout
+            after_text = rewrite(before, mapping)
+            if after_text == before:
+                continue
+            diff = difflib.unified_diff(
+                before.splitlines(keepends=True), after_text.splitlines(keepends=True), f"a/{name}", f"b/{name}"
+            )
+            chunks.append(f"diff --git a/{name} b/{name}\n" + "".join(diff))
     if not chunks:
         return None
     gitdir = Path(out(repo, "rev-parse", "--absolute-git-dir"))

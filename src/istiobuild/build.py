@@ -59,7 +59,7 @@ def do_patch(plan: BuildPlan, release: Release, settings: Settings, console: Con
             patchmod.PatchSource(name=name, path=data_root() / name) for name in stage.patches.get(comp.value, ())
         ]
         if comp is Component.ISTIO:
-            generated = baseimages.patch_for(path, settings.base_images.get(plan.arch.value, {}))
+            generated = baseimages.patch_for(path, settings.base_images.get(plan.arch.value, {}), wanted)
             if generated is not None:
                 wanted.append(generated)
         clean, _ = patchmod.pristine_or_ours(path)

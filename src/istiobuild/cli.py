@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from invoke import Program
+from invoke.program import Program
 
 from istiobuild import __version__
 from istiobuild.tasks import ns

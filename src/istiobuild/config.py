@@ -72,9 +72,7 @@ def _suggest(key: str, known: Sequence[str]) -> str:
 def _check_keys(layer: Layer) -> None:
     for key, value in layer.values.items():
         if key not in _FIELDS:
-            raise ConfigError(
-                f"unknown config key {key!r} in {layer.source}", hint=_suggest(key, list(_FIELDS))
-            )
+            raise ConfigError(f"unknown config key {key!r} in {layer.source}", hint=_suggest(key, list(_FIELDS)))
         if key == "repos":
             if not isinstance(value, Mapping):
                 raise ConfigError(f"'repos' in {layer.source} must be a table")
@@ -97,9 +95,7 @@ def _coerce(key: str, value: Any, source: str, base: Path) -> Any:
                 if not isinstance(table, Mapping) or not all(
                     isinstance(k, str) and isinstance(v, str) for k, v in table.items()
                 ):
-                    raise ConfigError(
-                        f"base_images.{arch} in {source} must map image names to image names"
-                    )
+                    raise ConfigError(f"base_images.{arch} in {source} must map image names to image names")
                 out[str(arch)] = dict(table)
             return out
         if not all(isinstance(v, str) for v in value.values()):
@@ -118,15 +114,11 @@ def _coerce(key: str, value: Any, source: str, base: Path) -> Any:
     if key in _PATHS:
         return (base / Path(value).expanduser()).resolve() if value else None
     if key == "page_size" and value not in PAGE_SIZES:
-        raise ConfigError(
-            f"page_size {value!r} in {source} is not one of {', '.join(PAGE_SIZES)}"
-        )
+        raise ConfigError(f"page_size {value!r} in {source} is not one of {', '.join(PAGE_SIZES)}")
     return value
 
 
-def resolve(
-    layers: Sequence[Layer], *, base: Path
-) -> tuple[Settings, Mapping[str, str]]:
+def resolve(layers: Sequence[Layer], *, base: Path) -> tuple[Settings, Mapping[str, str]]:
     """Merge layers, lowest precedence first; tables (repos, base_images) merge per key.
 
     Returns the settings and, for each key set by a layer, the source that set it last.
@@ -171,7 +163,8 @@ def file_layers(directory: Path) -> list[Layer]:
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            data: dict[str, Any] = tomllib.load(fh)
+            return data
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix the file") from None
 
@@ -189,9 +182,7 @@ def env_layer(env: Mapping[str, str]) -> Layer:
         if key not in _FIELDS or key in _MAPPINGS:
             known = [f"{ENV_PREFIX}{k.upper()}" for k in _FIELDS if k not in _MAPPINGS]
             known += [f"{ENV_PREFIX}REPOS_{c.upper()}" for c in COMPONENT_NAMES]
-            raise ConfigError(
-                f"unknown environment variable {name}", hint=_suggest(name, known)
-            )
+            raise ConfigError(f"unknown environment variable {name}", hint=_suggest(name, known))
         values[key] = value
     return Layer("environment (ISTIOBUILD_*)", values)
 

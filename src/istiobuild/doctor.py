@@ -49,13 +49,28 @@ def run_checks(plan: BuildPlan, release: Release, toolchain: Toolchain, settings
     checks = [
         _tool("git", ["git", "--version"], ">= 2.20", "apt-get install git"),
         _tool("make", ["make", "--version"], "GNU make", "apt-get install make"),
-        _tool(settings.bazel, [settings.bazel, "--version"], f"{release.bazel_version} (.bazelversion)", "install bazel or bazelisk"),
+        _tool(
+            settings.bazel,
+            [settings.bazel, "--version"],
+            f"{release.bazel_version} (.bazelversion)",
+            "install bazel or bazelisk",
+        ),
         _tool(settings.gn, [settings.gn, "--version"], "any (wee8 genrule)", "apt-get install generate-ninja"),
         _tool(settings.ninja, [settings.ninja, "--version"], "any (wee8 genrule)", "apt-get install ninja-build"),
         _tool("go", ["go", "version"], f">= {release.go} (go.mod)", "apt-get install golang-go"),
-        _tool(binaries["cc"], [binaries["cc"], "--version"], f"{toolchain.name}: {toolchain.version_range}", f"install {binaries['cc']}"),
+        _tool(
+            binaries["cc"],
+            [binaries["cc"], "--version"],
+            f"{toolchain.name}: {toolchain.version_range}",
+            f"install {binaries['cc']}",
+        ),
         _tool(binaries["cxx"], [binaries["cxx"], "--version"], toolchain.version_range, f"install {binaries['cxx']}"),
-        _tool("docker", ["docker", "version", "--format", "{{.Server.Version}}"], "a running daemon", "apt-get install docker.io; dockerd &"),
+        _tool(
+            "docker",
+            ["docker", "version", "--format", "{{.Server.Version}}"],
+            "a running daemon",
+            "apt-get install docker.io; dockerd &",
+        ),
     ]
     if plan.arch != plan.host:
         binfmt = Path("/proc/sys/fs/binfmt_misc") / plan.arch.qemu
@@ -70,11 +85,26 @@ def run_checks(plan: BuildPlan, release: Release, toolchain: Toolchain, settings
         )
     usage = shutil.disk_usage(settings.workdir if settings.workdir.exists() else Path.cwd())
     free_gb = usage.free / 2**30
-    checks.append(Check(name="free disk", found=f"{free_gb:.0f} GiB", required=">= 60 GiB for a real envoy build", ok=free_gb >= 60 or release.line == "example", fix="free space or move --workdir"))
+    checks.append(
+        Check(
+            name="free disk",
+            found=f"{free_gb:.0f} GiB",
+            required=">= 60 GiB for a real envoy build",
+            ok=free_gb >= 60 or release.line == "example",
+            fix="free space or move --workdir",
+        )
+    )
     cores = os.cpu_count() or 1
     mem_gb = _mem_gb()
     jobs = max(1, min(cores, int(mem_gb // 2.5)))
-    checks.append(Check(name="cores / memory", found=f"{cores} cores, {mem_gb:.0f} GiB", required=f"suggested --jobs {jobs}", ok=True))
+    checks.append(
+        Check(
+            name="cores / memory",
+            found=f"{cores} cores, {mem_gb:.0f} GiB",
+            required=f"suggested --jobs {jobs}",
+            ok=True,
+        )
+    )
     page = os.sysconf("SC_PAGE_SIZE")
     checks.append(Check(name="kernel page size", found=f"{page // 1024}K", required="4K, or --page-size 64k", ok=True))
     return checks
@@ -93,4 +123,4 @@ def table(checks: list[Check]) -> str:
     rows = [("", "tool", "found", "required", "fix")]
     rows += [("ok" if c.ok else "!!", c.name, c.found[:50], c.required, c.fix) for c in checks]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows)

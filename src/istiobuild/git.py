@@ -65,5 +65,5 @@ def head(repo: Path) -> str:
 
 
 def changed_paths(repo: Path, limit: int = 5) -> list[str]:
-    lines = out(repo, "status", "--porcelain", "--untracked-files=all").splitlines()
+    lines = git(repo, "status", "--porcelain", "--untracked-files=all").stdout.splitlines()
     return [line[3:] for line in lines[:limit]] + ([f"... {len(lines) - limit} more"] if len(lines) > limit else [])

@@ -73,16 +73,11 @@ def facts_for(arch: Arch, page_size: str = "4k") -> dict[str, str]:
     return {"arch": arch.value, "page_size": page_size}
 
 
-def select(
-    release: Release, component: Component, arch: Arch, page_size: str = "4k"
-) -> tuple[Patch, ...]:
+def select(release: Release, component: Component, arch: Arch, page_size: str = "4k") -> tuple[Patch, ...]:
     """The patches `component` of `release` takes for `arch`, in the order they apply."""
     facts = facts_for(arch, page_size)
     return tuple(
-        patch
-        for name in release.series[component]
-        for patch in load_series(component, name)
-        if patch.applies(facts)
+        patch for name in release.series[component] for patch in load_series(component, name) if patch.applies(facts)
     )
 
 
@@ -200,9 +195,7 @@ def check(repo: Path, commit: str, patches: Sequence[PatchSource]) -> None:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
         git(repo, "read-tree", commit, env=env)
         for patch in patches:
-            result = git(
-                repo, "apply", "--cached", "--whitespace=nowarn", str(patch.path), env=env, check=False
-            )
+            result = git(repo, "apply", "--cached", "--whitespace=nowarn", str(patch.path), env=env, check=False)
             if result.returncode != 0:
                 raise PatchError(
                     _describe_conflict(patch, "\n".join(result.tail)),

@@ -118,9 +118,7 @@ def _check_path(path: Path, what: str) -> str:
     return text
 
 
-def make_plan(
-    release: Release, arch: Arch, toolchain: Toolchain, settings: Settings, *, host: Arch
-) -> BuildPlan:
+def make_plan(release: Release, arch: Arch, toolchain: Toolchain, settings: Settings, *, host: Arch) -> BuildPlan:
     """Every stage of the pipeline for (release, arch, toolchain, settings)."""
     root = release_dir(settings, release)
     _check_path(settings.workdir, "workdir")
@@ -144,9 +142,7 @@ def make_plan(
             f"{envoy_pin.public_repo}, where the same commit exists"
         )
     if arch != host:
-        notes.append(
-            f"target {arch} differs from host {host}: aarch64 output is run under qemu-user (binfmt)"
-        )
+        notes.append(f"target {arch} differs from host {host}: aarch64 output is run under qemu-user (binfmt)")
 
     # -- checkout
     checkout_steps = []
@@ -155,7 +151,14 @@ def make_plan(
         cache = str(cache_repo(settings, comp))
         checkout_steps.append(
             Step(
-                argv=("git", "fetch", "--depth=1", "--no-tags", src.url, f"+{src.pin.commit}:refs/istiobuild/pins/{src.pin.commit}"),
+                argv=(
+                    "git",
+                    "fetch",
+                    "--depth=1",
+                    "--no-tags",
+                    src.url,
+                    f"+{src.pin.commit}:refs/istiobuild/pins/{src.pin.commit}",
+                ),
                 cwd=cache,
                 description=f"{comp}: fetch the pinned commit into the object cache (full fetch if refused)"
                 + (f"; tag {src.pin.tag} must still point at it" if src.pin.tag else ""),
@@ -194,7 +197,9 @@ def make_plan(
     if base_map:
         patch_notes.append(
             "istio: base images rewritten by a generated patch from base_images."
-            + arch.value + ": " + ", ".join(f"{k} -> {v}" for k, v in sorted(base_map.items()))
+            + arch.value
+            + ": "
+            + ", ".join(f"{k} -> {v}" for k, v in sorted(base_map.items()))
         )
     patch = Stage(
         name=StageName.PATCH,
@@ -259,9 +264,7 @@ def make_plan(
         ),
         inputs=(proxy_dir, envoy_dir, f"bazel {release.bazel_version}", f"wee8 {release.wee8 or '-'}"),
         outputs=(str(envoy_binary), str(artifacts / "envoy")),
-        notes=tuple(
-            [f"wee8 {release.wee8} is built by a genrule running gn and ninja"] if release.wee8 else []
-        ),
+        notes=tuple([f"wee8 {release.wee8} is built by a genrule running gn and ninja"] if release.wee8 else []),
     )
 
     # -- istio
@@ -327,7 +330,12 @@ def make_plan(
     verify = Stage(
         name=StageName.VERIFY,
         summary="check every image: platform, ELF arch of every file, envoy --version, labels",
-        steps=(Step(argv=(INTERNAL, "verify", f"--arch={arch.value}", f"--hub={settings.hub}", f"--tag={tag}"), cwd=str(root)),),
+        steps=(
+            Step(
+                argv=(INTERNAL, "verify", f"--arch={arch.value}", f"--hub={settings.hub}", f"--tag={tag}"),
+                cwd=str(root),
+            ),
+        ),
         inputs=images.outputs,
         outputs=(str(out_dir / "verify.json"),),
     )

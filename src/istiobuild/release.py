@@ -164,12 +164,10 @@ def _load_line(path: Path) -> dict[str, Release]:
     return releases
 
 
-def _build(
-    path: Path, where: str, version: str, line: Mapping[str, Any], table: Mapping[str, Any]
-) -> Release:
-    for comp in ("proxy", "istio", "envoy"):
-        if comp not in table:
-            raise _fail(path, where, f"missing {comp!r}")
+def _build(path: Path, where: str, version: str, line: Mapping[str, Any], table: Mapping[str, Any]) -> Release:
+    for key in ("proxy", "istio", "envoy"):
+        if key not in table:
+            raise _fail(path, where, f"missing {key!r}")
     proxy = _pin(path, f"{where} proxy", table["proxy"], envoy=False)
     istio = _pin(path, f"{where} istio", table["istio"], envoy=False)
     envoy = _pin(path, f"{where} envoy", table["envoy"], envoy=True)
@@ -177,7 +175,7 @@ def _build(
     repos = line["repos"]
     if set(repos) != {c.value for c in Component}:
         raise _fail(path, "[line.repos]", "must name proxy, envoy and istio")
-    urls = {}
+    urls: dict[Component, str] = {}
     for comp in Component:
         template = str(repos[comp.value])
         fetch_repo = envoy.get("public_repo") or envoy["repo"]
@@ -202,9 +200,7 @@ def _build(
         names = tuple(line["patches"].get(comp.value, [])) + tuple(extra.get(comp.value, []))
         for name in names:
             if not _series_exists(comp, name):
-                raise _fail(
-                    path, where, f"patch series {comp.value}/{name} does not exist in patches/"
-                )
+                raise _fail(path, where, f"patch series {comp.value}/{name} does not exist in patches/")
         series[comp] = names
 
     skip: dict[Arch, tuple[str, ...]] = {}

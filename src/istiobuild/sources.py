@@ -66,9 +66,7 @@ def sources(release: Release, settings: Settings) -> tuple[Source, ...]:
     for component in Component:
         url, via = resolve_url(release, component, settings)
         result.append(
-            Source(
-                component=component, url=url, via=via, pin=release.pins[component], path=root / component.value
-            )
+            Source(component=component, url=url, via=via, pin=release.pins[component], path=root / component.value)
         )
     return tuple(result)
 
@@ -94,7 +92,10 @@ def verify_tag(url: str, tag: str, commit: str) -> None:
     result = git(None, "ls-remote", url, f"refs/tags/{tag}", f"refs/tags/{tag}^{{}}", check=False)
     if result.returncode != 0:
         raise _remote_error(url, result.tail)
-    refs = dict(reversed(line.split("\t", 1)) for line in result.stdout.splitlines() if "\t" in line)
+    refs: dict[str, str] = {}
+    for line in result.stdout.splitlines():
+        sha, _, ref = line.partition("\t")
+        refs[ref] = sha
     peeled = refs.get(f"refs/tags/{tag}^{{}}") or refs.get(f"refs/tags/{tag}")
     if peeled is None:
         raise SourceError(
@@ -180,9 +181,7 @@ def _link_cache(repo: Path, cache: Path) -> None:
         mine.write_text("".join(f"{x}\n" for x in sorted(lines)))
 
 
-def checkout(
-    settings: Settings, source: Source, *, force: bool, note: Callable[[str], None]
-) -> CheckoutResult:
+def checkout(settings: Settings, source: Source, *, force: bool, note: Callable[[str], None]) -> CheckoutResult:
     """Put `source.path` at the pinned commit. Never discards anything the user wrote."""
     dest = source.path
     sha = source.pin.commit

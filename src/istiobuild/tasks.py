@@ -13,7 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from invoke import Collection, Context, task
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.tasks import task
 from invoke.exceptions import Exit
 
 from istiobuild import build as executor
@@ -30,8 +32,7 @@ COMMON_HELP = {
     "arch": "target architecture: aarch64 or x86_64 (aliases arm64, amd64; default: this host's)",
     "toolchain": "toolchain profile: clang, clang-9, gcc, gcc-7.3 (default clang)",
     "workdir": "directory holding checkouts, caches, logs and artifacts (ISTIOBUILD_WORKDIR)",
-    "mirror": "base URL or directory whose proxy, envoy, istio entries replace the upstream URLs "
-    "(ISTIOBUILD_MIRROR)",
+    "mirror": "base URL or directory whose proxy, envoy, istio entries replace the upstream URLs (ISTIOBUILD_MIRROR)",
     "json": "print machine-readable JSON",
     "force": "proceed over local changes in a checkout after saving them in a git stash",
 }
@@ -85,10 +86,7 @@ def releases(c: Context, json_: bool = False) -> None:
             {
                 "release": r.version,
                 "line": r.line,
-                **{
-                    comp.value: {k: v for k, v in vars(pin).items() if v}
-                    for comp, pin in r.pins.items()
-                },
+                **{comp.value: {k: v for k, v in vars(pin).items() if v} for comp, pin in r.pins.items()},
                 "bazel": r.bazel_version,
                 "go": r.go,
                 "wee8": r.wee8,
@@ -211,13 +209,12 @@ ns.add_task(doctor_, name="doctor")
 for _t in (plan, checkout, patch, build, doctor_, releases):
     pass
 
-__all__ = ["ns", "UsageError"]
+__all__ = ["UsageError", "ns"]
 
 
 @task(
     help={
-        "mirrors": "directory holding proxy, envoy and istio git repositories "
-        "(default: $ISTIOBUILD_UPSTREAM_MIRRORS)",
+        "mirrors": "directory holding proxy, envoy and istio git repositories (default: $ISTIOBUILD_UPSTREAM_MIRRORS)",
         "release": "check one release only (default: every release of the matrix but example)",
     }
 )
@@ -244,7 +241,8 @@ def check_patches(c: Context, mirrors: str = "", release_: str | None = None) ->
         print(f"{'PASS' if good else 'FAIL'} {name}")
         for o in outcomes:
             mark = "ok  " if o.ok else "FAIL"
-            print(f"    {mark} {o.arch.value:<7} {o.component.value:<5} {o.patches} patches {','.join(o.series)} {o.detail}")
+            series = ",".join(o.series)
+            print(f"    {mark} {o.arch.value:<7} {o.component.value:<5} {o.patches} patches {series} {o.detail}")
     print(f"{passed} of {len(names)} releases pass")
     if failed:
         raise Exit(code=5)

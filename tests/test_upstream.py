@@ -1,0 +1,30 @@
+"""Every shipped patch series against the real upstream files of every release that claims it.
+
+Needs ISTIOBUILD_UPSTREAM_MIRRORS naming a directory with proxy, envoy and istio git repositories
+(fetched copies of istio/proxy, istio/envoy, istio/istio); skipped otherwise (CI has no network).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from istiobuild import release, upstream
+
+MIRRORS = os.environ.get("ISTIOBUILD_UPSTREAM_MIRRORS", "")
+REAL = [v for v, r in release.matrix().items() if r.line != "example"]
+
+pytestmark = [
+    pytest.mark.upstream,
+    pytest.mark.skipif(not MIRRORS or not Path(MIRRORS).is_dir(), reason="ISTIOBUILD_UPSTREAM_MIRRORS not set"),
+]
+
+
+@pytest.mark.parametrize("version", REAL)
+def test_series_apply_to_real_upstream(version: str) -> None:
+    outcomes = upstream.check_release(release.get(version), Path(MIRRORS))
+    failed = [f"{o.arch.value} {o.component.value}: {o.detail}" for o in outcomes if not o.ok]
+    assert not failed, failed
+    assert len(outcomes) == 6
