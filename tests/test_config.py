@@ -13,7 +13,11 @@ PRECEDENCE = [
     ([Layer("pyproject", {"mirror": "a"})], "a", "pyproject"),
     ([Layer("pyproject", {"mirror": "a"}), Layer("istiobuild.toml", {"mirror": "b"})], "b", "istiobuild.toml"),
     ([Layer("pyproject", {"mirror": "a"}), Layer("env", {"mirror": "c"})], "c", "env"),
-    ([Layer("istiobuild.toml", {"mirror": "b"}), Layer("env", {"mirror": "c"}), Layer("cli", {"mirror": "d"})], "d", "cli"),
+    (
+        [Layer("istiobuild.toml", {"mirror": "b"}), Layer("env", {"mirror": "c"}), Layer("cli", {"mirror": "d"})],
+        "d",
+        "cli",
+    ),
     ([Layer("env", {"mirror": "c"}), Layer("cli", {})], "c", "env"),
 ]
 
@@ -66,8 +70,9 @@ def test_bad_types(tmp_path: Path) -> None:
 
 
 def test_env_layer() -> None:
-    layer = env_layer({"ISTIOBUILD_WORKDIR": "/w", "ISTIOBUILD_REPOS_ENVOY": "u", "PATH": "/bin",
-                       "ISTIOBUILD_UPSTREAM_MIRRORS": "/m"})
+    layer = env_layer(
+        {"ISTIOBUILD_WORKDIR": "/w", "ISTIOBUILD_REPOS_ENVOY": "u", "PATH": "/bin", "ISTIOBUILD_UPSTREAM_MIRRORS": "/m"}
+    )
     assert layer.values == {"workdir": "/w", "repos": {"envoy": "u"}}
     with pytest.raises(ConfigError) as err:
         env_layer({"ISTIOBUILD_MIRRROR": "x"})
@@ -78,7 +83,9 @@ def test_files_and_load(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[tool.istiobuild]\nmirror = "from-pyproject"\njobs = 3\n')
     (tmp_path / "istiobuild.toml").write_text('mirror = "from-own-file"\nworkdir = "w"\n')
     assert [layer.source.split("/")[-1] for layer in file_layers(tmp_path)] == [
-        "pyproject.toml [tool.istiobuild]", "istiobuild.toml"]
+        "pyproject.toml [tool.istiobuild]",
+        "istiobuild.toml",
+    ]
     settings, origin = load({"jobs": None, "toolchain": "gcc"}, cwd=tmp_path, env={"ISTIOBUILD_JOBS": "5"})
     assert settings.mirror == "from-own-file"
     assert settings.jobs == 5

@@ -13,7 +13,8 @@ def test_ruff() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "src", "tests", "tasks.py", "bench"],
         cwd=REPO,
-        capture_output=True, check=False,
+        capture_output=True,
+        check=False,
         text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

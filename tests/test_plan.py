@@ -115,8 +115,13 @@ def test_private_envoy_is_explained(settings_for) -> None:  # type: ignore[no-un
 
 def test_config_reaches_the_plan(settings_for) -> None:  # type: ignore[no-untyped-def]
     plan, _ = plan_for(
-        settings_for, mirror="/srv/mirror", jobs=3, hub="registry.local:5000/me", tag="t1",
-        repos={"envoy": "https://example.org/envoy.git"}, base_images={"aarch64": {"gcr.io/distroless/cc:latest": "discolix/cc:latest"}},
+        settings_for,
+        mirror="/srv/mirror",
+        jobs=3,
+        hub="registry.local:5000/me",
+        tag="t1",
+        repos={"envoy": "https://example.org/envoy.git"},
+        base_images={"aarch64": {"gcr.io/distroless/cc:latest": "discolix/cc:latest"}},
     )
     checkout = plan.stage("checkout")
     assert "/srv/mirror/proxy" in checkout.steps[0].argv

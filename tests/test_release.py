@@ -113,7 +113,7 @@ def test_later_lines_need_no_code(tmp_path: Path) -> None:
         (lambda t: t.replace(SHA, "abc", 1), "40-hex"),
         (lambda t: t.replace('local_proxy = "release_path"', 'local_proxy = "magic"'), "local_proxy"),
         (lambda t: t.replace("[line.patches]", '[line.patches]\nenvoy = ["nope"]'), "does not exist"),
-        (lambda t: t.replace('gopath = false', 'gopath = false\ncolour = "red"'), "unknown keys"),
+        (lambda t: t.replace("gopath = false", 'gopath = false\ncolour = "red"'), "unknown keys"),
         (lambda t: t.replace("schema = 1", "schema = 2"), "schema"),
     ],
 )

@@ -65,7 +65,9 @@ def test_moved_tag_is_an_error(settings_for, upstream_copy: Path) -> None:  # ty
     proxy = upstream_copy / "proxy"
     git(proxy, "-c", "user.name=t", "-c", "user.email=t@t", "tag", "-f", "-a", "-m", "moved", "0.1.0", "HEAD")
     settings = settings_for(mirror=str(upstream_copy))
-    with pytest.raises(SourceError, match=r"tag 0\.1\.0 in .*proxy points to [0-9a-f]{12}, but the release pins") as err:
+    with pytest.raises(
+        SourceError, match=r"tag 0\.1\.0 in .*proxy points to [0-9a-f]{12}, but the release pins"
+    ) as err:
         checkout_all(settings)
     assert "moved upstream" in err.value.hint
 

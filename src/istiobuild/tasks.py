@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 from invoke.collection import Collection
 from invoke.context import Context
-from invoke.tasks import task
 from invoke.exceptions import Exit
+from invoke.tasks import task
 
 from istiobuild import build as executor
 from istiobuild import config, doctor, release, toolchain

@@ -1,0 +1,65 @@
+# Miniature of istio's Makefile.core.mk.
+SHELL := /bin/bash
+
+ISTIO_GO := $(shell dirname $(realpath $(lastword $(MAKEFILE_LIST))))
+export ISTIO_GO
+
+GOARCH_LOCAL := $(TARGET_ARCH)
+GOOS_LOCAL := $(TARGET_OS)
+
+export ISTIO_OUT:=$(TARGET_OUT)
+export ISTIO_OUT_LINUX:=$(TARGET_OUT_LINUX)
+
+# The proxy commit this istio is tested with.
+export PROXY_REPO_SHA:=$(shell grep PROXY_REPO_SHA istio.deps -A 4 | grep lastStableSHA | cut -f 4 -d '"')
+
+export ISTIO_ENVOY_LINUX_RELEASE_DIR ?= $(TARGET_OUT_LINUX)/release
+export ISTIO_ENVOY_LINUX_RELEASE_PATH ?= $(ISTIO_ENVOY_LINUX_RELEASE_DIR)/envoy-$(PROXY_REPO_SHA)
+
+# Allow user-override for a local Envoy build.
+export USE_LOCAL_PROXY ?= 0
+ifeq ($(USE_LOCAL_PROXY),1)
+  export ISTIO_ENVOY_LOCAL ?= $(realpath ${ISTIO_GO}/../proxy/bazel-bin/src/envoy/envoy)
+  # Point the native paths to the local envoy build.
+  export ISTIO_ENVOY_LINUX_RELEASE_DIR = $(dir ${ISTIO_ENVOY_LOCAL})
+  export ISTIO_ENVOY_LINUX_RELEASE_PATH = ${ISTIO_ENVOY_LOCAL}
+endif
+
+BINARIES := ./pilot/cmd/pilot-discovery ./pilot/cmd/pilot-agent
+
+.PHONY: init depend build build-linux
+
+$(ISTIO_OUT) $(ISTIO_OUT_LINUX):
+	@mkdir -p $@
+
+init: $(ISTIO_OUT)/istio_is_init
+
+# init.sh finds the envoy the images carry; it runs once per output directory.
+$(ISTIO_OUT)/istio_is_init: bin/init.sh istio.deps | $(ISTIO_OUT)
+	bin/init.sh
+	touch $@
+
+depend: init | $(TARGET_OUT)
+
+build: depend
+	STATIC=0 GOOS=$(GOOS_LOCAL) GOARCH=$(GOARCH_LOCAL) LDFLAGS='-extldflags -static -s -w' common/scripts/gobuild.sh $(ISTIO_OUT)/ $(BINARIES)
+
+# The build-linux target builds the binaries that go into the docker images.
+build-linux: depend
+	STATIC=0 GOOS=linux GOARCH=amd64 LDFLAGS='-extldflags -static -s -w' common/scripts/gobuild.sh $(ISTIO_OUT_LINUX)/ $(BINARIES)
+
+# Rules for $(ISTIO_OUT_LINUX)/<binary>: all at once, or one by one with BUILD_ALL=false.
+BUILD_ALL ?= true
+define build-linux
+.PHONY: $(ISTIO_OUT_LINUX)/$(shell basename $(1))
+ifeq ($(BUILD_ALL),true)
+$(ISTIO_OUT_LINUX)/$(shell basename $(1)): build-linux
+else
+$(ISTIO_OUT_LINUX)/$(shell basename $(1)): $(ISTIO_OUT_LINUX)
+	STATIC=0 GOOS=linux GOARCH=amd64 LDFLAGS='-extldflags -static -s -w' common/scripts/gobuild.sh $(ISTIO_OUT_LINUX)/ $(1)
+endif
+endef
+
+$(foreach bin,$(BINARIES),$(eval $(call build-linux,$(bin))))
+
+include tools/istio-docker.mk

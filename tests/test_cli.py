@@ -1,0 +1,144 @@
+"""The commands as users run them (`invoke ...` and the `istiobuild` console script), end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def invoke(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("ISTIOBUILD_")}
+    full.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def one_clear_error(proc: subprocess.CompletedProcess[str]) -> str:
+    """Non-zero exit, no traceback, exactly one `error:` line; returns all of stderr."""
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    return proc.stderr
+
+
+def test_build_example_end_to_end_offline(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    first = invoke("build", "--release", "example", "--arch", "aarch64", "--workdir", str(work))
+    assert first.returncode == 0, first.stderr
+    assert "start checkout" in first.stderr and "done patch" in first.stderr
+    assert first.stderr.lstrip().startswith("[")  # plain timestamped lines without a TTY
+    for comp in ("proxy", "envoy", "istio"):
+        assert (work / "example" / comp / ".git").is_dir()
+    record = json.loads((work / "example-aarch64" / "patches.json").read_text())
+    assert record["envoy"] and record["proxy"] and record["istio"]
+    assert all(len(p["sha256"]) == 64 for comp in record.values() for p in comp)
+    second = invoke("build", "--release", "example", "--arch", "aarch64", "--workdir", str(work))
+    assert second.returncode == 0, second.stderr
+    assert "already in the cache" in second.stderr and "already applied" in second.stderr
+    assert "fetching" not in second.stderr
+
+
+def test_plan_json_and_releases_json(tmp_path: Path) -> None:
+    proc = invoke("plan", "--release", "1.5.0", "--arch", "arm64", "--json", "--workdir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["arch"] == "aarch64" and len(plan["stages"]) == 8
+    releases = json.loads(invoke("releases", "--json").stdout)
+    assert [r["release"] for r in releases if r["line"] != "example"][-1] == "1.5.10"
+    assert next(r for r in releases if r["release"] == "1.5.7")["envoy"]["public_repo"] == "istio/envoy"
+
+
+def test_console_script_exposes_the_same_tasks() -> None:
+    exe = Path(sys.executable).parent / "istiobuild"
+    proc = subprocess.run([str(exe), "--list"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("releases", "plan", "checkout", "patch", "build", "doctor", "check-patches", "example"):
+        assert name in proc.stdout
+
+
+def test_every_flag_has_help() -> None:
+    for name in ("releases", "plan", "checkout", "patch", "build", "doctor", "check-patches", "example"):
+        text = invoke(name, "--help").stdout
+        options = text.split("Options:", 1)[1] if "Options:" in text else ""
+        for line in options.splitlines():
+            if line.strip().startswith("-"):
+                assert len(line.split("  ")) > 1 and line.split("  ")[-1].strip(), (name, line)
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (("plan", "--release", "9.9.9"), "unknown release '9.9.9'"),
+        (("plan", "--release", "1.5.0; rm -rf /"), "is not a release name"),
+        (("plan", "--release", "$(id)"), "is not a release name"),
+        (("plan", "--arch", "riscv64"), "unknown arch 'riscv64'"),
+        (("plan", "--toolchain", "icc"), "unknown toolchain 'icc'"),
+        (("check-patches", "--mirrors", "/nonexistent"), "no upstream mirrors"),
+    ],
+)
+def test_bad_input_is_one_clear_line(args: tuple[str, ...], expect: str) -> None:
+    stderr = one_clear_error(invoke(*args))
+    assert expect in stderr
+
+
+def test_unknown_release_lists_the_known_ones() -> None:
+    stderr = one_clear_error(invoke("plan", "--release", "2.0"))
+    assert "known releases: 1.4.0" in stderr and "1.5.10" in stderr and "example" in stderr
+
+
+def test_unknown_config_key_suggests(tmp_path: Path) -> None:
+    (tmp_path / "istiobuild.toml").write_text('mirorr = "x"\n')
+    stderr = one_clear_error(invoke("plan", cwd=tmp_path))
+    assert "unknown config key 'mirorr'" in stderr and "did you mean 'mirror'" in stderr
+    env_err = one_clear_error(invoke("plan", env={"ISTIOBUILD_WORKDRI": "/x"}))
+    assert "ISTIOBUILD_WORKDIR" in env_err
+
+
+def test_unreachable_mirror(tmp_path: Path) -> None:
+    proc = invoke(
+        "checkout", "--release", "example", "--workdir", str(tmp_path / "w"), "--mirror", str(tmp_path / "gone")
+    )
+    stderr = one_clear_error(proc)
+    assert "cannot reach" in stderr and "gone/proxy" in stderr
+
+
+def test_pinned_sha_missing_from_remote(tmp_path: Path, example_upstream: Path) -> None:
+    # the envoy URL points at a repository that does not hold the pinned envoy commit
+    proc = invoke(
+        "checkout",
+        "--release",
+        "example",
+        "--workdir",
+        str(tmp_path / "w"),
+        env={"ISTIOBUILD_MIRROR": str(example_upstream), "ISTIOBUILD_REPOS_ENVOY": str(example_upstream / "istio")},
+    )
+    stderr = one_clear_error(proc)
+    assert "pinned commit" in stderr and "is not in" in stderr
+
+
+def test_dirty_checkout_error_and_force(tmp_path: Path, example_upstream: Path) -> None:
+    env = {"ISTIOBUILD_MIRROR": str(example_upstream), "ISTIOBUILD_WORKDIR": str(tmp_path / "w")}
+    assert invoke("checkout", "--release", "example", env=env).returncode == 0
+    note = tmp_path / "w" / "example" / "proxy" / "NOTES"
+    note.write_text("mine")
+    stderr = one_clear_error(invoke("checkout", "--release", "example", env=env))
+    assert "local changes or untracked files" in stderr and "--force" in stderr
+    assert note.read_text() == "mine"
+    forced = invoke("checkout", "--release", "example", "--force", env=env)
+    assert forced.returncode == 0, forced.stderr
+    assert "git stash" in forced.stderr
