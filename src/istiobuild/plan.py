@@ -234,8 +234,9 @@ def make_plan(release: Release, arch: Arch, toolchain: Toolchain, settings: Sett
         bazel_args.append(f"--jobs={settings.jobs}")
     if toolchain.family is Family.GCC:
         bazel_args.append("--action_env=BAZEL_COMPILER")
-    if arch != host:
-        bazel_args.append(f"--cpu={arch.bazel_cpu}")
+    if arch != host and toolchain.family is Family.CLANG:
+        # clang cross-compiles with --target; a gcc cross compiler is named by CC itself.
+        bazel_args += [f"--copt=--target={arch.triple}", f"--linkopt=--target={arch.triple}"]
     configs = " ".join(f"--config={c}" for c in toolchain.bazel_configs)
     proxy_env = {**tc_env, "GN": settings.gn, "NINJA": settings.ninja}
     envoy_binary = Path(proxy_dir) / release.envoy_output
@@ -249,8 +250,14 @@ def make_plan(release: Release, arch: Arch, toolchain: Toolchain, settings: Sett
                     "build_envoy",
                     f"BAZEL_BUILD_ARGS={' '.join(bazel_args)}",
                     f"BAZEL_CONFIG_REL={configs}",
-                    "BAZEL_STARTUP_ARGS=--host_jvm_args=-Xmx3g",
-                    "VERBOSE=1",
+                    "BAZEL_STARTUP_ARGS="
+                    + " ".join(
+                        (
+                            f"--output_user_root={settings.cache / 'bazel-root'}",
+                            "--host_jvm_args=-Xmx3g",
+                            "--max_idle_secs=600",
+                        )
+                    ),
                 ),
                 cwd=proxy_dir,
                 env=proxy_env,
