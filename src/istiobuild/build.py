@@ -1,20 +1,57 @@
-"""Executing a plan: the stages `invoke build` runs, in plan order."""
+"""Executing a plan: the stages `invoke build` runs, in plan order, resumable."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import os
+import re
+import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from istiobuild import baseimages, sources
+from istiobuild import baseimages, doctor, sources, stamps
 from istiobuild import patches as patchmod
+from istiobuild.arch import Arch
 from istiobuild.config import Settings
 from istiobuild.console import Console
-from istiobuild.errors import PatchError, UsageError
-from istiobuild.plan import BuildPlan, StageName
+from istiobuild.elf import elf_files, is_elf
+from istiobuild.elf import read as read_elf
+from istiobuild.errors import IstiobuildError, PatchError, StepFailed, ToolError, UsageError
+from istiobuild.plan import INTERNAL, BuildPlan, Stage, StageName, Step, remote_flagfile, secret_bazel_flags
 from istiobuild.release import Component, Release
 from istiobuild.resources import data_root
+from istiobuild.run import run, which
+from istiobuild.toolchain import Toolchain
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Context:
+    """What the executors need besides the plan."""
+
+    plan: BuildPlan
+    release: Release
+    settings: Settings
+    toolchain: Toolchain
+    console: Console
+    force: bool = False
+    dry_run: bool = False
+
+    @property
+    def out_dir(self) -> Path:
+        return self.settings.workdir / f"{self.release.version}-{self.plan.arch.value}"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.out_dir / "artifacts"
+
+    def log(self, stage: str) -> Path:
+        return self.settings.workdir / "logs" / f"{self.release.version}-{self.plan.arch.value}-{stage}.log"
+
+    def secrets(self) -> list[str]:
+        return [self.settings.remote_header, *secret_bazel_flags(self.settings)]
 
 
 def ensure_example(release: Release, settings: Settings, console: Console) -> None:
@@ -30,20 +67,20 @@ def ensure_example(release: Release, settings: Settings, console: Console) -> No
     console.info(f"example upstream repositories ready in {dest} ({', '.join(sorted(repos))})")
 
 
-def do_checkout(
-    plan: BuildPlan, release: Release, settings: Settings, console: Console, *, force: bool
-) -> list[sources.CheckoutResult]:
-    ensure_example(release, settings, console)
-    results = []
-    for src in sources.sources(release, settings):
-        result = sources.checkout(settings, src, force=force, note=console.info)
-        console.info(f"{src.component}: {result.action} at {result.commit[:12]} in {result.path}")
-        results.append(result)
-    return results
+# ---------------------------------------------------------------------------------------------
+# checkout and patch
 
 
-def do_patch(plan: BuildPlan, release: Release, settings: Settings, console: Console) -> dict[str, object]:
+def do_checkout(ctx: Context) -> None:
+    ensure_example(ctx.release, ctx.settings, ctx.console)
+    for src in sources.sources(ctx.release, ctx.settings):
+        result = sources.checkout(ctx.settings, src, force=ctx.force, note=ctx.console.info)
+        ctx.console.info(f"{src.component}: {result.action} at {result.commit[:12]} in {result.path}")
+
+
+def do_patch(ctx: Context) -> dict[str, object]:
     """Apply each component's series; returns the record (patch names and sha256 per component)."""
+    plan, release, settings = ctx.plan, ctx.release, ctx.settings
     stage = plan.stage(StageName.PATCH)
     record: dict[str, object] = {}
     srcs = {s.component: s for s in sources.sources(release, settings)}
@@ -73,35 +110,309 @@ def do_patch(plan: BuildPlan, release: Release, settings: Settings, console: Con
     for comp, wanted in work:
         state, changed = patchmod.apply(srcs[comp].path, wanted)
         verb = "applied" if changed else "already applied"
-        console.info(f"{comp}: {verb} {len(state.patches)} patches" + "".join(f"\n    {n}" for n, _ in state.patches))
+        ctx.console.info(
+            f"{comp}: {verb} {len(state.patches)} patches" + "".join(f"\n    {n}" for n, _ in state.patches)
+        )
         record[comp.value] = [{"name": n, "sha256": s} for n, s in state.patches]
-    out = Path(settings.workdir) / f"{release.version}-{plan.arch.value}" / "patches.json"
+    out = ctx.out_dir / "patches.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     return record
 
 
+# ---------------------------------------------------------------------------------------------
+# toolchain
+
+
+def _compiler_version(cc: str) -> str:
+    result = run([cc, "--version"], capture=True, check=False, what=f"run {cc} --version")
+    first = (result.stdout or "\n".join(result.tail)).strip().splitlines()
+    return first[0] if first else ""
+
+
+def do_toolchain(ctx: Context) -> None:
+    """The compilers exist, their version is in the profile's range, and they build for the target."""
+    tc, arch, host = ctx.toolchain, ctx.plan.arch, ctx.plan.host
+    binaries = tc.binaries_for(arch, host)
+    for role in ("cc", "cxx"):
+        if which(binaries[role]) is None:
+            raise ToolError(
+                f"{binaries[role]} ({role} of toolchain {tc.name}) is not installed",
+                hint=f"install it (`invoke doctor --toolchain {tc.name}` lists every tool), or pick another "
+                "--toolchain (clang, gcc, clang-9, gcc-7.3)",
+            )
+    line = _compiler_version(binaries["cc"])
+    version = _version_in(line)
+    if not version or not tc.accepts(version):
+        raise ToolError(
+            f"{binaries['cc']} is version {version or 'unknown'} ({line!r}); "
+            f"toolchain {tc.name} needs {tc.version_range}",
+            hint="install a suitable compiler or choose a toolchain profile that matches (toolchains/*.toml)",
+        )
+    # Prove it: compile a tiny program for the target and read the result back.
+    probe = ctx.out_dir / "toolchain-probe"
+    probe.mkdir(parents=True, exist_ok=True)
+    source = probe / "probe.c"
+    source.write_text('#include <stdio.h>\nint main(void) { puts("probe"); return 0; }\n')
+    env = tc.env_for(arch, host)
+    flags = [f"--target={arch.triple}"] if (arch != host and tc.family.value == "clang") else []
+    run(
+        [binaries["cc"], *flags, "-static", str(source), "-o", str(probe / "probe")],
+        env={k: v for k, v in env.items() if k not in ("CFLAGS", "CXXFLAGS", "LDFLAGS")},
+        log=ctx.log("toolchain"),
+        what=f"compile a test program for {arch} with {binaries['cc']}",
+    )
+    info = read_elf(probe / "probe")
+    if info.arch is not arch or info.compiler != tc.family.value:
+        raise ToolError(
+            f"{binaries['cc']} built a {info.machine_name} {info.compiler} binary, expected {arch} {tc.family.value}",
+            log=ctx.log("toolchain"),
+        )
+    record = {"toolchain": tc.name, "cc": binaries["cc"], "version": version, "line": line, "target": arch.value}
+    (ctx.out_dir / "toolchain.json").write_text(json.dumps(record, indent=2) + "\n")
+    ctx.console.info(f"toolchain {tc.name}: {line} -> {arch} ok")
+
+
+def _version_in(line: str) -> str:
+    """The version in a `cc --version` first line ("... clang version 14.0.6", "gcc (Debian 12.2.0-14) 12.2.0")."""
+    tail = line.split("version", 1)[1] if "version" in line else line.rsplit(")", 1)[-1]
+    match = re.search(r"(\d+\.\d+(?:\.\d+)?)", tail) or re.search(r"(\d+\.\d+(?:\.\d+)?)", line)
+    return match.group(1) if match else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# proxy and istio
+
+
+def run_step(ctx: Context, stage: str, step: Step) -> None:
+    """One planned command, logged in full to its file, its tail on screen when it fails."""
+    log = ctx.log(stage)
+    with ctx.console.live(f"{stage}: {' '.join(step.argv[:2])}", log) as on_line:
+        run(
+            step.argv,
+            cwd=Path(step.cwd),
+            env=step.env,
+            log=log,
+            secrets=ctx.secrets(),
+            on_line=on_line,
+            dry_run=ctx.dry_run,
+            echo=ctx.console.info if ctx.dry_run else None,
+            what=f"stage {stage} ({' '.join(step.argv[:2])})",
+        )
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run_target_binary(ctx: Context, binary: Path, *args: str, stage: str) -> str:
+    """Run a target-arch binary: natively, through binfmt, or under qemu-user."""
+    arch, host = ctx.plan.arch, ctx.plan.host
+    argv = [str(binary), *args]
+    if arch != host:
+        binfmt = Path("/proc/sys/fs/binfmt_misc") / arch.qemu
+        if not binfmt.exists():
+            qemu = which(f"{arch.qemu}-static") or which(arch.qemu)
+            if qemu is None:
+                raise ToolError(
+                    f"cannot run {arch} binaries on this {host} host: no binfmt registration and no {arch.qemu}",
+                    hint="install qemu-user-static and register binfmt (as root: "
+                    "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; update-binfmts --enable)",
+                )
+            argv = [qemu, *argv]
+    result = run(argv, capture=True, log=ctx.log(stage), what=f"run {binary.name} {' '.join(args)} for {arch}")
+    return result.stdout.strip()
+
+
+def collect_envoy(ctx: Context, built: Path, dest: Path) -> dict[str, str]:
+    """Copy envoy into artifacts with its sha256; check it is an ELF of the target; run --version."""
+    if not built.exists():
+        raise StepFailed(
+            f"the proxy build finished but {built} does not exist",
+            hint="the envoy target or output path in the release data may be wrong",
+            log=ctx.log("proxy"),
+        )
+    real = built.resolve()
+    if not is_elf(real):
+        raise StepFailed(f"{built} is not an ELF binary", log=ctx.log("proxy"))
+    info = read_elf(real)
+    if info.arch is not ctx.plan.arch:
+        raise StepFailed(
+            f"{built} is a {info.machine_name} binary, but the target is {ctx.plan.arch}",
+            hint="the toolchain built for the wrong arch; check the toolchain stage and CC/CXX",
+            log=ctx.log("proxy"),
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".tmp")
+    shutil.copyfile(real, tmp)
+    tmp.chmod(0o755)
+    tmp.replace(dest)
+    digest = sha256_of(dest)
+    dest.with_name(dest.name + ".sha256").write_text(f"{digest}  {dest.name}\n")
+    version = run_target_binary(ctx, dest, "--version", stage="proxy")
+    record = {
+        "path": str(dest),
+        "sha256": digest,
+        "arch": ctx.plan.arch.value,
+        "compiler": info.compiler,
+        "comment": "; ".join(info.comment),
+        "version": version,
+    }
+    (ctx.artifacts / "envoy.json").write_text(json.dumps(record, indent=2) + "\n")
+    ctx.console.info(
+        f"envoy {digest[:16]} ({ctx.plan.arch}, {info.compiler}): {version.splitlines()[0] if version else ''}"
+    )
+    return record
+
+
+def do_proxy(ctx: Context) -> None:
+    stage = ctx.plan.stage(StageName.PROXY)
+    flags = secret_bazel_flags(ctx.settings)
+    if flags:
+        path = remote_flagfile(ctx.settings)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(flags) + "\n")
+    try:
+        for step in stage.steps:
+            if step.argv[0] == INTERNAL:
+                if not ctx.dry_run:
+                    collect_envoy(ctx, Path(step.argv[2]), Path(step.argv[3]))
+            else:
+                run_step(ctx, "proxy", step)
+    finally:
+        if flags:
+            remote_flagfile(ctx.settings).unlink(missing_ok=True)
+
+
+def check_elves(root: Path, arch: Arch) -> list[Path]:
+    """Every ELF under root must be for `arch`; returns them."""
+    found = list(elf_files(root))
+    wrong = [(p, read_elf(p).machine_name) for p in found if read_elf(p).arch is not arch]
+    if wrong:
+        path, machine = wrong[0]
+        raise StepFailed(
+            f"{path} is a {machine} binary, but the target is {arch}"
+            + (f" ({len(wrong) - 1} more wrong-arch files)" if len(wrong) > 1 else ""),
+            hint="the Go build did not honour the target arch (check the istio patch series: build-linux GOARCH)",
+        )
+    return found
+
+
+def do_istio(ctx: Context) -> None:
+    stage = ctx.plan.stage(StageName.ISTIO)
+    for step in stage.steps:
+        run_step(ctx, "istio", step)
+    if ctx.dry_run:
+        return
+    out = Path(stage.outputs[0])
+    if not out.is_dir():
+        raise StepFailed(f"istio's build finished but {out} does not exist", log=ctx.log("istio"))
+    elves = check_elves(out, ctx.plan.arch)
+    record = {str(p.relative_to(out)): {"sha256": sha256_of(p)} for p in elves}
+    (ctx.artifacts).mkdir(parents=True, exist_ok=True)
+    (ctx.artifacts / "istio.json").write_text(json.dumps(record, indent=2) + "\n")
+    ctx.console.info(f"istio: {len(elves)} ELF files, all {ctx.plan.arch}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the pipeline
+
+RUNNERS: dict[StageName, Callable[[Context], object]] = {
+    StageName.CHECKOUT: do_checkout,
+    StageName.PATCH: do_patch,
+    StageName.TOOLCHAIN: do_toolchain,
+    StageName.PROXY: do_proxy,
+    StageName.ISTIO: do_istio,
+}
+IMPLEMENTED_NOW = frozenset(RUNNERS)
+
+
+def stage_key(previous: str, stage: Stage) -> str:
+    """Inputs of a stage: its planned commands, the patch files' content, chained to the previous stage."""
+    extra = []
+    for names in stage.patches.values():
+        extra += [(name, sha256_of(data_root() / name)) for name in names]
+    return stamps.key(previous, dataclasses.asdict(stage), extra)
+
+
+def _preflight(ctx: Context, stages: Iterable[StageName]) -> None:
+    """Run the doctor's checks for the stages about to run; stop before any work if one fails."""
+    needed = {s.value for s in stages}
+    checks = doctor.run_checks(ctx.plan, ctx.release, ctx.toolchain, ctx.settings, stages=needed)
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        first = failed[0]
+        raise ToolError(
+            f"{first.name}: found {first.found}, need {first.required}"
+            + (f" (and {len(failed) - 1} more problems)" if len(failed) > 1 else ""),
+            hint=f"fix: {first.fix}. `invoke doctor --release {ctx.release.version} --arch {ctx.plan.arch}"
+            f" --toolchain {ctx.toolchain.name}` shows every check",
+        )
+
+
 def build(
-    plan: BuildPlan,
-    release: Release,
-    settings: Settings,
-    console: Console,
+    ctx: Context,
     *,
-    force: bool,
     only: Iterable[StageName] | None = None,
-) -> None:
-    """Run the implemented stages in plan order."""
+    from_stage: StageName | None = None,
+    use_stamps: bool = False,
+) -> list[str]:
+    """Run the implemented stages in plan order; returns what happened to each."""
     wanted = set(only) if only is not None else None
-    for stage in plan.stages:
-        if wanted is not None and stage.name not in wanted:
-            continue
-        if not stage.implemented:
-            console.skip(stage.name.value, "planned; not implemented in this version (see `invoke plan`)")
-            continue
-        console.start(stage.name.value, stage.summary)
-        start = time.monotonic()
-        if stage.name is StageName.CHECKOUT:
-            do_checkout(plan, release, settings, console, force=force)
-        elif stage.name is StageName.PATCH:
-            do_patch(plan, release, settings, console)
-        console.done(stage.name.value, time.monotonic() - start)
+    order = [s.name for s in ctx.plan.stages]
+    if from_stage is not None and from_stage not in IMPLEMENTED_NOW:
+        raise UsageError(f"--from {from_stage.value}: that stage is not implemented yet")
+    to_run = [s for s in ctx.plan.stages if (wanted is None or s.name in wanted) and s.name in IMPLEMENTED_NOW]
+    summary: list[str] = []
+    book = stamps.Stamps(ctx.out_dir / "stamps")
+    with stamps.workdir_lock(ctx.settings.workdir):
+        keys: dict[StageName, str] = {}
+        previous = ""
+        for stage in ctx.plan.stages:
+            previous = stage_key(previous, stage)
+            keys[stage.name] = previous
+        pending = [
+            s
+            for s in to_run
+            if not use_stamps
+            or ctx.force
+            or (from_stage is not None and order.index(s.name) >= order.index(from_stage))
+            or not book.matches(s.name.value, keys[s.name])
+        ]
+        if pending and not ctx.dry_run:
+            _preflight(ctx, [s.name for s in pending])
+        for stage in ctx.plan.stages:
+            name = stage.name.value
+            if wanted is not None and stage.name not in wanted:
+                continue
+            if stage.name not in IMPLEMENTED_NOW:
+                ctx.console.skip(name, "planned; not implemented in this version (see `invoke plan`)")
+                summary.append(f"{name}: not implemented")
+                continue
+            if stage not in pending:
+                ctx.console.skip(name, "up to date")
+                summary.append(f"{name}: up to date")
+                continue
+            ctx.console.start(name, stage.summary)
+            start = time.monotonic()
+            book.clear(name)
+            try:
+                RUNNERS[stage.name](ctx)
+            except IstiobuildError as exc:
+                if exc.log is None and ctx.log(name).exists():
+                    exc.log = ctx.log(name)
+                exc.message = (
+                    f"stage {name} failed: {exc.message}" if not exc.message.startswith("stage ") else exc.message
+                )
+                raise
+            if not ctx.dry_run and use_stamps:
+                book.write(name, keys[stage.name], [o for o in stage.outputs if o.startswith("/")])
+            ctx.console.done(name, time.monotonic() - start)
+            summary.append(f"{name}: done")
+    return summary

@@ -21,6 +21,7 @@ else:  # pragma: no cover
 ENV_PREFIX = "ISTIOBUILD_"
 # ISTIOBUILD_* variables that are not settings (read by tests and tooling, not by resolve()).
 ENV_NOT_SETTINGS = frozenset({"ISTIOBUILD_UPSTREAM_MIRRORS", "ISTIOBUILD_DEBUG"})
+SECRET_KEYS = frozenset({"remote_header"})
 COMPONENT_NAMES = ("proxy", "envoy", "istio")
 PAGE_SIZES = ("auto", "4k", "64k")
 
@@ -44,6 +45,18 @@ class Settings:
     hub: str = "istio"
     tag: str = ""  # "" = the release version
     base_images: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
+    remote_cache: str = ""  # bazel --remote_cache URL
+    remote_header: str = ""  # bazel --remote_header value: a secret, never printed or logged
+    downloads: str = ""  # directory holding files upstream scripts would download (wasm, ...)
+    jvm_heap: str = "3g"  # bazel server -Xmx (small ARM machines OOM with the default)
+    bazel_version: str = ""  # USE_BAZEL_VERSION for bazelisk (default: the release's .bazelversion)
+
+    def __repr__(self) -> str:  # keep the secret out of tracebacks and debug output
+        fields = ", ".join(
+            f"{f.name}={'***' if f.name == 'remote_header' and self.remote_header else getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+        )
+        return f"Settings({fields})"
 
     @property
     def cache(self) -> Path:

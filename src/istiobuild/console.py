@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import datetime
 import os
 import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console as RichConsole
+from rich.live import Live
+from rich.panel import Panel
+from rich.text import Text
+
+LIVE_LINES = 8
 
 
 def is_tty(stream: TextIO) -> bool:
@@ -60,3 +69,26 @@ class Console:
             self._rich.print(f"[yellow]- {stage}[/] {why}", soft_wrap=True)
         else:
             self._plain(f"skip {stage}: {why}")
+
+    @contextlib.contextmanager
+    def live(self, title: str, log: Path) -> Iterator[Callable[[str], None] | None]:
+        """On a TTY, a live panel with the step's last lines; otherwise nothing on screen.
+
+        Yields the callback the runner calls with new output lines (None without a TTY).
+        """
+        if self._rich is None:
+            yield None
+            return
+        lines: collections.deque[str] = collections.deque(maxlen=LIVE_LINES)
+
+        def panel() -> Panel:
+            body = Text("\n".join(lines) or "starting...", overflow="ellipsis", no_wrap=True)
+            return Panel(body, title=f"[bold]{title}[/]", subtitle=str(log), border_style="cyan")
+
+        with Live(panel(), console=self._rich, refresh_per_second=4, transient=True) as view:
+
+            def on_line(text: str) -> None:
+                lines.append(text)
+                view.update(panel())
+
+            yield on_line

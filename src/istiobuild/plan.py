@@ -75,6 +75,7 @@ class BuildPlan:
     toolchain: str
     workdir: str
     tag: str
+    page_size: str
     stages: tuple[Stage, ...]
     notes: tuple[str, ...] = ()
 
@@ -118,7 +119,27 @@ def _check_path(path: Path, what: str) -> str:
     return text
 
 
-def make_plan(release: Release, arch: Arch, toolchain: Toolchain, settings: Settings, *, host: Arch) -> BuildPlan:
+def remote_flagfile(settings: Settings) -> Path:
+    return settings.cache / "secrets" / "remote-header.flags"
+
+
+def secret_bazel_flags(settings: Settings) -> list[str]:
+    flags = []
+    if settings.remote_cache and redact_url(settings.remote_cache) != settings.remote_cache:
+        flags.append(f"--remote_cache={settings.remote_cache}")
+    if settings.remote_header:
+        flags.append(f"--remote_header={settings.remote_header}")
+    return flags
+
+
+def redact_url(url: str) -> str:
+    """A URL without credentials (https://user:token@host/ -> https://***@host/)."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]+@", r"\1***@", url)
+
+
+def make_plan(
+    release: Release, arch: Arch, toolchain: Toolchain, settings: Settings, *, host: Arch, host_page_size: str = "4k"
+) -> BuildPlan:
     """Every stage of the pipeline for (release, arch, toolchain, settings)."""
     root = release_dir(settings, release)
     _check_path(settings.workdir, "workdir")
@@ -130,7 +151,8 @@ def make_plan(release: Release, arch: Arch, toolchain: Toolchain, settings: Sett
     out_dir = settings.workdir / f"{release.version}-{arch.value}"
     artifacts = out_dir / "artifacts"
     tag = settings.tag or release.version
-    page_size = settings.page_size if settings.page_size != "auto" else "4k"
+    # "auto": the kernel this builds on, when it is also the target; a cross build assumes 4K.
+    page_size = settings.page_size if settings.page_size != "auto" else (host_page_size if arch == host else "4k")
     tc_env = toolchain.env_for(arch, host)
     notes: list[str] = []
     if release.note:
@@ -232,6 +254,12 @@ def make_plan(release: Release, arch: Arch, toolchain: Toolchain, settings: Sett
     ]
     if settings.jobs:
         bazel_args.append(f"--jobs={settings.jobs}")
+    if settings.remote_cache and redact_url(settings.remote_cache) == settings.remote_cache:
+        bazel_args.append(f"--remote_cache={settings.remote_cache}")
+    if secret_bazel_flags(settings):
+        # Secrets (a remote header, a cache URL with credentials) live in a 0600 flag file written
+        # at run time: never in argv, the plan, the screen or a log.
+        bazel_args.append(f"--flagfile={remote_flagfile(settings)}")
     if toolchain.family is Family.GCC:
         bazel_args.append("--action_env=BAZEL_COMPILER")
     if arch != host and toolchain.family is Family.CLANG:
@@ -239,6 +267,8 @@ def make_plan(release: Release, arch: Arch, toolchain: Toolchain, settings: Sett
         bazel_args += [f"--copt=--target={arch.triple}", f"--linkopt=--target={arch.triple}"]
     configs = " ".join(f"--config={c}" for c in toolchain.bazel_configs)
     proxy_env = {**tc_env, "GN": settings.gn, "NINJA": settings.ninja}
+    if settings.bazel_version:
+        proxy_env["USE_BAZEL_VERSION"] = settings.bazel_version
     envoy_binary = Path(proxy_dir) / release.envoy_output
     proxy = Stage(
         name=StageName.PROXY,
@@ -254,7 +284,7 @@ def make_plan(release: Release, arch: Arch, toolchain: Toolchain, settings: Sett
                     + " ".join(
                         (
                             f"--output_user_root={settings.cache / 'bazel-root'}",
-                            "--host_jvm_args=-Xmx3g",
+                            f"--host_jvm_args=-Xmx{settings.jvm_heap}",
                             "--max_idle_secs=600",
                         )
                     ),
@@ -360,6 +390,7 @@ def make_plan(release: Release, arch: Arch, toolchain: Toolchain, settings: Sett
         toolchain=toolchain.name,
         workdir=str(settings.workdir),
         tag=tag,
+        page_size=page_size,
         stages=(checkout, patch, toolchain_stage, proxy, istio, images, verify, record),
         notes=tuple(notes),
     )
@@ -368,7 +399,8 @@ def make_plan(release: Release, arch: Arch, toolchain: Toolchain, settings: Sett
 def render(plan: BuildPlan) -> str:
     """The plan as text for humans."""
     lines = [
-        f"release {plan.release}  arch {plan.arch} (host {plan.host})  toolchain {plan.toolchain}  tag {plan.tag}",
+        f"release {plan.release}  arch {plan.arch} (host {plan.host})  toolchain {plan.toolchain}  tag {plan.tag}"
+        f"  page size {plan.page_size}",
         f"workdir {plan.workdir}",
     ]
     lines += [f"note: {n}" for n in plan.notes]

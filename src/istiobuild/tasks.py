@@ -20,10 +20,10 @@ from invoke.tasks import task
 
 from istiobuild import build as executor
 from istiobuild import config, doctor, release, toolchain
-from istiobuild.arch import Arch, host_arch, parse_arch
+from istiobuild.arch import host_arch, parse_arch
 from istiobuild.console import Console
 from istiobuild.errors import Interrupted, IstiobuildError, UsageError
-from istiobuild.plan import BuildPlan, StageName, make_plan, render
+from istiobuild.plan import StageName, make_plan, render
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,6 +35,7 @@ COMMON_HELP = {
     "mirror": "base URL or directory whose proxy, envoy, istio entries replace the upstream URLs (ISTIOBUILD_MIRROR)",
     "json": "print machine-readable JSON",
     "force": "proceed over local changes in a checkout after saving them in a git stash",
+    "page_size": "kernel page size of the machine envoy will run on: auto, 4k or 64k (CentOS 7.6 on Kunpeng: 64k)",
 }
 
 
@@ -60,20 +61,25 @@ def handled(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _settings(**cli: Any) -> config.Settings:
-    settings, _ = config.load(cli)
-    return settings
-
-
-def _resolve(
-    release_name: str | None, arch: str | None, toolchain_name: str | None, **cli: Any
-) -> tuple[config.Settings, release.Release, Arch, toolchain.Toolchain, BuildPlan]:
-    settings = _settings(release=release_name, arch=arch, toolchain=toolchain_name, **cli)
+def _context(
+    release_name: str | None,
+    arch: str | None,
+    toolchain_name: str | None,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    **cli: Any,
+) -> executor.Context:
+    """Settings from every layer, the release, the target, the toolchain and the plan."""
+    settings, _ = config.load({"release": release_name, "arch": arch, "toolchain": toolchain_name, **cli})
     rel = release.get(settings.release)
     host = host_arch()
     target = parse_arch(settings.arch) if settings.arch else host
     tc = toolchain.get(settings.toolchain)
-    return settings, rel, target, tc, make_plan(rel, target, tc, settings, host=host)
+    built = make_plan(rel, target, tc, settings, host=host, host_page_size=doctor.host_page_size())
+    return executor.Context(
+        plan=built, release=rel, settings=settings, toolchain=tc, console=Console(), force=force, dry_run=dry_run
+    )
 
 
 @task(help=_help("json"))
@@ -120,8 +126,8 @@ def plan(
     json_: bool = False,
 ) -> None:
     """Print every stage of the build (argv, cwd, env, inputs, outputs, patches) without running it."""
-    *_, built = _resolve(release_, arch, toolchain_, workdir=workdir, mirror=mirror)
-    print(built.dumps() if json_ else render(built))
+    ctx = _context(release_, arch, toolchain_, workdir=workdir, mirror=mirror)
+    print(ctx.plan.dumps() if json_ else render(ctx.plan))
 
 
 @task(help=_help("release", "workdir", "mirror", "force"))
@@ -134,11 +140,11 @@ def checkout(
     force: bool = False,
 ) -> None:
     """Check out proxy, envoy and istio at the release's pinned commits, as siblings."""
-    settings, rel, _, _, built = _resolve(release_, None, None, workdir=workdir, mirror=mirror)
-    executor.build(built, rel, settings, Console(), force=force, only=[StageName.CHECKOUT])
+    ctx = _context(release_, None, None, workdir=workdir, mirror=mirror, force=force)
+    executor.build(ctx, only=[StageName.CHECKOUT])
 
 
-@task(help=_help("release", "arch", "workdir", "mirror"))
+@task(help=_help("release", "arch", "workdir", "mirror", "page_size"))
 @handled
 def patch(
     c: Context,
@@ -146,13 +152,28 @@ def patch(
     arch: str | None = None,
     workdir: str | None = None,
     mirror: str | None = None,
+    page_size: str | None = None,
 ) -> None:
     """Apply the release's patch series for the target arch (atomic, idempotent, recorded)."""
-    settings, rel, _, _, built = _resolve(release_, arch, None, workdir=workdir, mirror=mirror)
-    executor.build(built, rel, settings, Console(), force=False, only=[StageName.PATCH])
+    ctx = _context(release_, arch, None, workdir=workdir, mirror=mirror, page_size=page_size)
+    executor.build(ctx, only=[StageName.PATCH])
 
 
-@task(help=_help("release", "arch", "toolchain", "workdir", "mirror", "force"))
+@task(
+    help=_help(
+        "release",
+        "arch",
+        "toolchain",
+        "workdir",
+        "mirror",
+        "page_size",
+        force="rerun every stage even if up to date; a checkout with local changes is saved in a git stash first",
+        from_="rerun from this stage on: checkout, patch, toolchain, proxy, istio",
+        jobs="bazel --jobs (default: bazel's own choice; `invoke doctor` suggests one)",
+        remote_cache="bazel --remote_cache URL (credentials in it are never printed)",
+        dry_run="print the commands each stage would run; run nothing",
+    )
+)
 @handled
 def build(
     c: Context,
@@ -161,13 +182,42 @@ def build(
     toolchain_: str | None = None,
     workdir: str | None = None,
     mirror: str | None = None,
+    page_size: str | None = None,
     force: bool = False,
+    from_: str | None = None,
+    jobs: int | None = None,
+    remote_cache: str | None = None,
+    dry_run: bool = False,
 ) -> None:
-    """Run the pipeline's implemented stages in plan order (today: checkout, patch)."""
-    settings, rel, _, _, built = _resolve(release_, arch, toolchain_, workdir=workdir, mirror=mirror)
-    console = Console()
-    console.info(f"building {rel.version} for {built.arch} with {built.toolchain} in {settings.workdir}")
-    executor.build(built, rel, settings, console, force=force)
+    """Run the pipeline in plan order; resumes where it stopped and skips stages that are up to date.
+
+    A bazel --remote_header is a secret: set it with ISTIOBUILD_REMOTE_HEADER or in istiobuild.toml,
+    never on the command line.
+    """
+    ctx = _context(
+        release_,
+        arch,
+        toolchain_,
+        workdir=workdir,
+        mirror=mirror,
+        page_size=page_size,
+        jobs=jobs,
+        remote_cache=remote_cache,
+        force=force,
+        dry_run=dry_run,
+    )
+    start = None
+    if from_:
+        try:
+            start = StageName(from_)
+        except ValueError:
+            raise UsageError(
+                f"unknown stage {from_!r}", hint=f"stages: {', '.join(s.value for s in StageName)}"
+            ) from None
+    ctx.console.info(
+        f"building {ctx.release.version} for {ctx.plan.arch} with {ctx.plan.toolchain} in {ctx.settings.workdir}"
+    )
+    executor.build(ctx, from_stage=start, use_stamps=True)
 
 
 @task(help=_help("release", "arch", "toolchain", "json"))
@@ -180,8 +230,8 @@ def doctor_(
     json_: bool = False,
 ) -> None:
     """Check the tools the plan needs: found, required, how to fix."""
-    settings, rel, _, tc, built = _resolve(release_, arch, toolchain_)
-    checks = doctor.run_checks(built, rel, tc, settings)
+    ctx = _context(release_, arch, toolchain_)
+    checks = doctor.run_checks(ctx.plan, ctx.release, ctx.toolchain, ctx.settings)
     print(json.dumps([vars(x) for x in checks], indent=2) if json_ else doctor.table(checks))
     if any(not x.ok for x in checks):
         raise Exit(code=6)
@@ -197,17 +247,8 @@ def example(c: Context, dest: str = "istiobuild-work/example-upstream") -> None:
         print(f"{name:<6} {repo}")
 
 
-def _rename(t: Any, name: str) -> Any:
-    t.name = name
-    return t
-
-
 ns = Collection(releases, plan, checkout, patch, build, example)
 ns.add_task(doctor_, name="doctor")
-
-# invoke derives flag names from parameter names; these params end in "_" to avoid shadowing.
-for _t in (plan, checkout, patch, build, doctor_, releases):
-    pass
 
 __all__ = ["UsageError", "ns"]
 
