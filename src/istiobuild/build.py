@@ -347,12 +347,11 @@ def _preflight(ctx: Context, stages: Iterable[StageName]) -> None:
     checks = doctor.run_checks(ctx.plan, ctx.release, ctx.toolchain, ctx.settings, stages=needed)
     failed = [c for c in checks if not c.ok]
     if failed:
-        first = failed[0]
         raise ToolError(
-            f"{first.name}: found {first.found}, need {first.required}"
-            + (f" (and {len(failed) - 1} more problems)" if len(failed) > 1 else ""),
-            hint=f"fix: {first.fix}. `invoke doctor --release {ctx.release.version} --arch {ctx.plan.arch}"
-            f" --toolchain {ctx.toolchain.name}` shows every check",
+            "; ".join(f"{c.name}: found {c.found}, need {c.required}" for c in failed),
+            hint="\n".join(f"fix {c.name}: {c.fix}" for c in failed)
+            + f"\n`invoke doctor --release {ctx.release.version} --arch {ctx.plan.arch}"
+            f" --toolchain {ctx.toolchain.name}` shows every check; nothing was changed",
         )
 
 
