@@ -18,8 +18,14 @@ REPO = Path(__file__).resolve().parent.parent
 def invoke(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("ISTIOBUILD_")}
     full.update(env or {})
-    return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
-                          env=full, capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def test_checks_cover_what_the_plan_needs(settings_for) -> None:  # type: ignore[no-untyped-def]
@@ -28,8 +34,23 @@ def test_checks_cover_what_the_plan_needs(settings_for) -> None:  # type: ignore
     tc = toolchain.get("clang")
     plan = make_plan(rel, Arch.AARCH64, tc, settings, host=Arch.X86_64)
     names = [c.name for c in doctor.run_checks(plan, rel, tc, settings)]
-    for expected in ("git", "clang", "clang++", "make", "bazel", "java", "gn", "ninja", "libc++", "go", "docker",
-                     "run aarch64 on x86_64", "free disk", "cores / memory", "kernel page size"):
+    for expected in (
+        "git",
+        "clang",
+        "clang++",
+        "make",
+        "bazel",
+        "java",
+        "gn",
+        "ninja",
+        "libc++",
+        "go",
+        "docker",
+        "run aarch64 on x86_64",
+        "free disk",
+        "cores / memory",
+        "kernel page size",
+    ):
         assert expected in names, expected
     bazel = next(c for c in doctor.run_checks(plan, rel, tc, settings) if c.name == "bazel")
     assert bazel.required.startswith("2.0.0") and not bazel.ok  # only bazel 4 is installed here
@@ -38,8 +59,18 @@ def test_checks_cover_what_the_plan_needs(settings_for) -> None:  # type: ignore
 
 def test_missing_tool_stops_the_build_before_any_work(tmp_path: Path) -> None:
     work = tmp_path / "w"
-    proc = invoke("build", "--release", "example", "--arch", "x86_64", "--toolchain", "gcc", "--workdir", str(work),
-                  env={"ISTIOBUILD_NINJA": "no-such-ninja"})
+    proc = invoke(
+        "build",
+        "--release",
+        "example",
+        "--arch",
+        "x86_64",
+        "--toolchain",
+        "gcc",
+        "--workdir",
+        str(work),
+        env={"ISTIOBUILD_NINJA": "no-such-ninja"},
+    )
     assert proc.returncode == 6, proc.stderr
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]

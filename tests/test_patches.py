@@ -122,11 +122,19 @@ def test_patch_stage_checks_every_component_before_changing_any(checked_out) -> 
     istio = settings.workdir / EXAMPLE / "istio"
     (istio / "scratch.txt").write_text("user file\n")
     with pytest.raises(PatchError, match="istio has local changes"):
-        build.do_patch(plan, rel, settings, Console(tty=False))
+        build.do_patch(
+            build.Context(
+                plan=plan, release=rel, settings=settings, toolchain=get_toolchain("gcc"), console=Console(tty=False)
+            )
+        )
     for comp in ("proxy", "envoy"):
         assert pristine(settings.workdir / EXAMPLE / comp)
     (istio / "scratch.txt").unlink()
-    record = build.do_patch(plan, rel, settings, Console(tty=False))
+    record = build.do_patch(
+        build.Context(
+            plan=plan, release=rel, settings=settings, toolchain=get_toolchain("gcc"), console=Console(tty=False)
+        )
+    )
     assert set(record) == {"proxy", "envoy", "istio"}
     saved = json.loads((settings.workdir / "example-aarch64" / "patches.json").read_text())
     assert saved == record
@@ -139,7 +147,11 @@ def test_base_image_map_is_a_generated_recorded_patch(settings_for, example_upst
     for src in sources.sources(rel, settings):
         sources.checkout(settings, src, force=False, note=lambda _: None)
     plan = make_plan(rel, Arch.AARCH64, get_toolchain("clang"), settings, host=Arch.AARCH64)
-    record = build.do_patch(plan, rel, settings, Console(tty=False))
+    record = build.do_patch(
+        build.Context(
+            plan=plan, release=rel, settings=settings, toolchain=get_toolchain("gcc"), console=Console(tty=False)
+        )
+    )
     assert record["istio"][-1]["name"] == baseimages.GENERATED_NAME  # type: ignore[index]
     dockerfile = (settings.workdir / EXAMPLE / "istio" / "pilot" / "docker" / "Dockerfile.proxyv2").read_text()
     assert "FROM registry.local/cc:arm64 as distroless" in dockerfile

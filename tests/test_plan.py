@@ -43,7 +43,8 @@ def test_150_aarch64_carries_what_the_guide_needed(settings_for) -> None:  # typ
     assert "BAZEL_CONFIG_REL=--config=libc++ --config=release" in proxy.argv
     assert ".cache/bazel" not in " ".join(proxy.argv)
 
-    istio = plan.stage("istio").steps[0]
+    prepare, istio = plan.stage("istio").steps
+    assert prepare.argv[:2] == ("istiobuild", "prepare-istio")
     assert istio.argv == ("make", "build")
     assert istio.cwd == str(root / "istio")
     assert istio.env["BUILD_WITH_CONTAINER"] == "0"
@@ -52,6 +53,14 @@ def test_150_aarch64_carries_what_the_guide_needed(settings_for) -> None:  # typ
     # USE_LOCAL_PROXY reads ../proxy/bazel-bin/src/envoy/envoy: siblings named proxy and istio
     assert (root / "istio").parent == (root / "proxy").parent
     assert "GOPATH" not in istio.env
+    # init.sh can fetch nothing unpinned; envoy is our checked copy
+    assert istio.env["ISTIO_ENVOY_BASE_URL"].startswith("file:///nonexistent")
+    assert istio.env["ISTIO_ENVOY_LINUX_RELEASE_URL"].startswith("file:///nonexistent")
+    assert (
+        istio.env["ISTIO_ENVOY_LOCAL"]
+        == istio.env["ISTIO_ENVOY_LOCAL_PATH"]
+        == str(settings.workdir / "1.5.0-aarch64" / "artifacts" / "envoy")
+    )
 
     base, docker = plan.stage("images").steps
     assert base.argv[:2] == ("make", "docker.base")
@@ -86,7 +95,7 @@ def test_x86_64_takes_no_aarch64_patches(settings_for) -> None:  # type: ignore[
 
 def test_147_uses_gopath_and_its_own_series(settings_for) -> None:  # type: ignore[no-untyped-def]
     plan, settings = plan_for(settings_for, version="1.4.7")
-    assert plan.stage("istio").steps[0].env["GOPATH"] == str(settings.workdir / "1.4.7-aarch64" / "gopath")
+    assert plan.stage("istio").steps[1].env["GOPATH"] == str(settings.workdir / "1.4.7-aarch64" / "gopath")
     patches = plan.stage("patch").patches
     assert all("/wee8-1.4/" in p for p in patches["envoy"])
     assert any("private-operator-1.4.7" in p for p in patches["istio"])

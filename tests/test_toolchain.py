@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from istiobuild import build, elf, release, toolchain
-from istiobuild.arch import Arch
+from istiobuild.arch import Arch, host_arch
 from istiobuild.console import Console
 from istiobuild.errors import ToolError
 from istiobuild.plan import make_plan
 
-HOST = Arch.X86_64 if subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip() == "x86_64" else Arch.AARCH64
+HOST = host_arch()
 
 
 def context(settings_for, arch: Arch, tc: toolchain.Toolchain) -> build.Context:  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from istiobuild import baseimages, doctor, sources, stamps
+from istiobuild import baseimages, doctor, downloads, sources, stamps
 from istiobuild import patches as patchmod
 from istiobuild.arch import Arch
 from istiobuild.config import Settings
@@ -304,10 +304,64 @@ def check_elves(root: Path, arch: Arch) -> list[Path]:
     return found
 
 
+def _downloads(stage: Stage) -> list[downloads.Download]:
+    return [
+        downloads.Download(
+            name=d["name"],
+            url=d["url"],
+            sha256=d.get("sha256", ""),
+            into=d["into"],
+            place=tuple(d["place"]),
+            extract=d.get("extract", ""),
+            touch=tuple(d.get("touch", ())),
+        )
+        for d in stage.data.get("downloads", ())
+    ]
+
+
+def check_downloads(ctx: Context) -> None:
+    """Every file the istio stage must place is obtainable: supplied, cached, or pinned."""
+    supplied = Path(ctx.settings.downloads) if ctx.settings.downloads else None
+    for item in _downloads(ctx.plan.stage(StageName.ISTIO)):
+        if item.sha256:
+            continue
+        if supplied is None or not (supplied / item.name).is_file():
+            where = f"{supplied}" if supplied else "a directory named by --downloads / ISTIOBUILD_DOWNLOADS"
+            raise UsageError(
+                f"the istio stage needs {item.name}, which has no pinned sha256, and it was not supplied",
+                hint=f"fetch {item.url} yourself, check it, and put it in {where}; nothing was changed",
+            )
+
+
+def prepare_istio(ctx: Context, stage: Stage) -> None:
+    """Place every file init.sh would download, and the local envoy where the release wants it."""
+    supplied = Path(ctx.settings.downloads) if ctx.settings.downloads else None
+    record = {}
+    for item in _downloads(stage):
+        source, how = downloads.obtain(item, supplied=supplied, cache=ctx.settings.cache / "downloads")
+        placed = downloads.place(item, source, Path(item.into))
+        record[item.name] = {"sha256": downloads.sha256_file(source), "from": how, "placed": [str(p) for p in placed]}
+        ctx.console.info(f"placed {item.name} ({how}) as {', '.join(p.name for p in placed)}")
+    for move in stage.data.get("placements", ()):
+        directory = Path(move["into"])
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in move["place"]:
+            shutil.copyfile(move["from"], directory / name)
+            (directory / name).chmod(0o755)
+    # init.sh runs only when this stamp is missing: make it run against the files just placed.
+    (Path(stage.data["istio_out"]) / "istio_is_init").unlink(missing_ok=True)
+    ctx.artifacts.mkdir(parents=True, exist_ok=True)
+    (ctx.artifacts / "downloads.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
 def do_istio(ctx: Context) -> None:
     stage = ctx.plan.stage(StageName.ISTIO)
     for step in stage.steps:
-        run_step(ctx, "istio", step)
+        if step.argv[0] == INTERNAL:
+            if not ctx.dry_run:
+                prepare_istio(ctx, stage)
+        else:
+            run_step(ctx, "istio", step)
     if ctx.dry_run:
         return
     out = Path(stage.outputs[0])
@@ -344,6 +398,8 @@ def stage_key(previous: str, stage: Stage) -> str:
 def _preflight(ctx: Context, stages: Iterable[StageName]) -> None:
     """Run the doctor's checks for the stages about to run; stop before any work if one fails."""
     needed = {s.value for s in stages}
+    if "istio" in needed:
+        check_downloads(ctx)
     checks = doctor.run_checks(ctx.plan, ctx.release, ctx.toolchain, ctx.settings, stages=needed)
     failed = [c for c in checks if not c.ok]
     if failed:

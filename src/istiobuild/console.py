@@ -34,6 +34,7 @@ class Console:
     def __init__(self, *, stream: TextIO | None = None, tty: bool | None = None) -> None:
         self.stream = stream or sys.stderr
         self.tty = is_tty(self.stream) if tty is None else tty
+        self.github = os.environ.get("GITHUB_ACTIONS") == "true"
         self._rich = (
             RichConsole(file=self.stream, no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
             if self.tty
@@ -52,6 +53,8 @@ class Console:
             self._plain(text)
 
     def start(self, stage: str, summary: str) -> None:
+        if self.github:
+            self.stream.write(f"::group::{stage}: {summary}\n")
         if self._rich is not None:
             self._rich.print(f"[bold cyan]▶ {stage}[/] {summary}", soft_wrap=True)
         else:
@@ -59,6 +62,12 @@ class Console:
 
     def done(self, stage: str, seconds: float, detail: str = "") -> None:
         extra = f" ({detail})" if detail else ""
+        if self.github:
+            self.stream.write("::endgroup::\n")
+            summary = os.environ.get("GITHUB_STEP_SUMMARY")
+            if summary:
+                with open(summary, "a") as fh:  # noqa: PTH123
+                    fh.write(f"| {stage} | {seconds:.1f} s | {detail} |\n")
         if self._rich is not None:
             self._rich.print(f"[bold green]✔ {stage}[/] {seconds:.1f}s{extra}", soft_wrap=True)
         else:

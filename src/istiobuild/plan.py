@@ -18,6 +18,7 @@ from typing import Any
 from istiobuild import patches as patchmod
 from istiobuild.arch import Arch
 from istiobuild.config import Settings
+from istiobuild.downloads import OFFLINE_URL, fill
 from istiobuild.errors import UsageError
 from istiobuild.release import Component, LocalProxy, Release
 from istiobuild.sources import cache_repo, release_dir, sources
@@ -61,6 +62,7 @@ class Stage:
     outputs: tuple[str, ...]
     patches: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    data: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # structured input for the executor
 
     @property
     def implemented(self) -> bool:
@@ -312,25 +314,64 @@ def make_plan(
         "GOOS": "linux",
         "VERBOSE": "1",
     }
+    local_envoy = str(artifacts / "envoy")
+    # init.sh must never fetch anything unpinned: its download URLs point nowhere, and every file
+    # it would download is placed by istiobuild first (see docs/downloads.md).
+    offline = {
+        "ISTIO_ENVOY_BASE_URL": OFFLINE_URL,
+        "ISTIO_ENVOY_LINUX_DEBUG_URL": OFFLINE_URL,
+        "ISTIO_ENVOY_LINUX_RELEASE_URL": OFFLINE_URL,
+    }
+    if release.gopath:
+        istio_env["GOPATH"] = str(out_dir / "gopath")
+        istio_out = out_dir / "gopath" / "out" / f"linux_{arch.goarch}" / "release"
+    else:
+        istio_out = Path(istio_dir) / "out" / f"linux_{arch.goarch}"
     local = release.local_proxy
+    placements: list[dict[str, Any]] = []
     match local:
         case LocalProxy.USE_LOCAL_PROXY:
-            istio_env["USE_LOCAL_PROXY"] = "1"
-            local_note = f"USE_LOCAL_PROXY=1: istio reads ../proxy/{release.envoy_output} (siblings proxy, istio)"
+            istio_env.update(USE_LOCAL_PROXY="1", ISTIO_ENVOY_LOCAL=local_envoy, ISTIO_ENVOY_LOCAL_PATH=local_envoy)
+            local_note = (
+                f"USE_LOCAL_PROXY=1 (siblings proxy, istio: ../proxy/{release.envoy_output}); ISTIO_ENVOY_LOCAL "
+                "names the checked copy in artifacts/"
+            )
         case LocalProxy.ISTIO_ENVOY_LOCAL:
-            istio_env["ISTIO_ENVOY_LOCAL"] = str(artifacts / "envoy")
+            istio_env.update(ISTIO_ENVOY_LOCAL=local_envoy, ISTIO_ENVOY_LOCAL_PATH=local_envoy)
             local_note = "ISTIO_ENVOY_LOCAL points at the envoy we built"
         case LocalProxy.RELEASE_PATH:
             istio_env["DOCKER_ARCHITECTURES"] = arch.oci_platform
+            proxy_sha = release.pins[Component.PROXY].commit
+            placements.append(
+                {"from": local_envoy, "into": str(istio_out / "release"), "place": [f"envoy-{proxy_sha}", "envoy"]}
+            )
             local_note = "envoy pre-placed at ISTIO_ENVOY_LINUX_RELEASE_PATH (download skipped)"
-    if release.gopath:
-        istio_env["GOPATH"] = str(out_dir / "gopath")
+    istio_env.update(offline)
+    values = {"proxy_sha": release.pins[Component.PROXY].commit, "goarch": arch.goarch, "version": release.version}
+    downloads = []
+    for raw in release.downloads:
+        item = {k: fill(v, values) if isinstance(v, str) else [fill(x, values) for x in v] for k, v in raw.items()}
+        item["into"] = str(artifacts) if raw["into"] == "envoy_dir" else str(istio_out)
+        downloads.append(item)
     istio = Stage(
         name=StageName.ISTIO,
         summary="build istio's Go binaries for the target with the local proxy",
-        steps=(Step(argv=("make", "build"), cwd=istio_dir, env=istio_env, description=local_note),),
-        inputs=(istio_dir, str(envoy_binary), f"go {release.go}"),
-        outputs=(f"{istio_dir}/out/linux_{arch.goarch}",),
+        steps=(
+            Step(
+                argv=(INTERNAL, "prepare-istio", str(istio_out)),
+                cwd=istio_dir,
+                description="place pinned downloads and the local envoy; reset init.sh's istio_is_init stamp",
+            ),
+            Step(argv=("make", "build"), cwd=istio_dir, env=istio_env, description=local_note),
+        ),
+        inputs=(
+            istio_dir,
+            local_envoy,
+            f"go {release.go}",
+            *(f"download {d['name']}: sha256 {d.get('sha256') or 'not pinned (supply it)'}" for d in downloads),
+        ),
+        outputs=(str(istio_out),),
+        data={"downloads": downloads, "placements": placements, "istio_out": str(istio_out)},
     )
 
     # -- images

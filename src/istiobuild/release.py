@@ -70,6 +70,7 @@ class Release:
     docker_targets: tuple[str, ...]
     skip_docker_targets: Mapping[Arch, tuple[str, ...]]
     series: Mapping[Component, tuple[str, ...]]
+    downloads: tuple[Mapping[str, Any], ...] = ()  # files init scripts would fetch (templates)
     note: str = ""
 
     def docker_targets_for(self, arch: Arch) -> tuple[str, ...]:
@@ -96,6 +97,8 @@ _LINE_KEYS = {
     "repos": dict,
     "patches": dict,
 }
+_OPTIONAL_LINE_KEYS = {"downloads": list}
+_DOWNLOAD_KEYS = {"name": str, "url": str, "sha256": str, "into": str, "place": list, "extract": str, "touch": list}
 _RELEASE_KEYS = {"proxy", "istio", "envoy", "extra_patches", "note"}
 
 
@@ -142,7 +145,11 @@ def _load_line(path: Path) -> dict[str, Release]:
             raise _fail(path, "[line]", f"missing {key!r}")
         if not isinstance(line[key], kind):
             raise _fail(path, f"[line] {key}", f"must be {kind.__name__}")
-    unknown = set(line) - set(_LINE_KEYS)
+    for key, kind in _OPTIONAL_LINE_KEYS.items():
+        line.setdefault(key, kind())
+        if not isinstance(line[key], kind):
+            raise _fail(path, f"[line] {key}", f"must be {kind.__name__}")
+    unknown = set(line) - set(_LINE_KEYS) - set(_OPTIONAL_LINE_KEYS)
     if unknown:
         raise _fail(path, "[line]", f"unknown keys {sorted(unknown)}")
 
@@ -151,10 +158,11 @@ def _load_line(path: Path) -> dict[str, Release]:
         where = f"[release.{version!r}]"
         if not _RELEASE_NAME.match(version):
             raise _fail(path, where, "release name has characters that are not allowed")
-        unknown = set(table) - _RELEASE_KEYS - (set(_LINE_KEYS) - {"name", "repos", "patches"})
+        overridable = (set(_LINE_KEYS) | set(_OPTIONAL_LINE_KEYS)) - {"name", "repos", "patches"}
+        unknown = set(table) - _RELEASE_KEYS - overridable
         if unknown:
             raise _fail(path, where, f"unknown keys {sorted(unknown)}")
-        merged = {**line, **{k: v for k, v in table.items() if k in _LINE_KEYS}}
+        merged = {**line, **{k: v for k, v in table.items() if k in _LINE_KEYS or k in _OPTIONAL_LINE_KEYS}}
         for key in set(table) & set(_LINE_KEYS):
             if not isinstance(table[key], _LINE_KEYS[key]):
                 raise _fail(path, f"{where} {key}", f"must be {_LINE_KEYS[key].__name__}")
@@ -211,8 +219,24 @@ def _build(path: Path, where: str, version: str, line: Mapping[str, Any], table:
             raise _fail(path, f"{where} skip_docker_targets", f"unknown arch {arch_name!r}") from None
         skip[arch] = tuple(targets)
 
+    downloads = []
+    for number, item in enumerate(line["downloads"]):
+        where_dl = f"{where} downloads[{number}]"
+        if (
+            not isinstance(item, Mapping)
+            or set(item) - set(_DOWNLOAD_KEYS)
+            or not {"name", "url", "into", "place"} <= set(item)
+        ):
+            raise _fail(path, where_dl, f"needs name, url, into, place; allowed keys {sorted(_DOWNLOAD_KEYS)}")
+        if item["into"] not in ("envoy_dir", "istio_out"):
+            raise _fail(path, where_dl, "into must be envoy_dir or istio_out")
+        if item.get("sha256") and not _SHA256.match(item["sha256"]):
+            raise _fail(path, where_dl, "sha256 must be 64 hex characters")
+        downloads.append(dict(item))
+
     return Release(
         version=version,
+        downloads=tuple(downloads),
         line=line["name"],
         pins={
             Component.PROXY: Pin(repo=owner[Component.PROXY], commit=proxy["commit"], tag=proxy["tag"]),

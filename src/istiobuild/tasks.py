@@ -172,6 +172,8 @@ def patch(
         jobs="bazel --jobs (default: bazel's own choice; `invoke doctor` suggests one)",
         remote_cache="bazel --remote_cache URL (credentials in it are never printed)",
         dry_run="print the commands each stage would run; run nothing",
+        downloads="directory holding files upstream scripts would download (1.5.x wasm, 1.4.x helm); "
+        "ISTIOBUILD_DOWNLOADS",
     )
 )
 @handled
@@ -188,6 +190,7 @@ def build(
     jobs: int | None = None,
     remote_cache: str | None = None,
     dry_run: bool = False,
+    downloads: str | None = None,
 ) -> None:
     """Run the pipeline in plan order; resumes where it stopped and skips stages that are up to date.
 
@@ -203,6 +206,7 @@ def build(
         page_size=page_size,
         jobs=jobs,
         remote_cache=remote_cache,
+        downloads=downloads,
         force=force,
         dry_run=dry_run,
     )
