@@ -287,7 +287,10 @@ def check_patches(c: Context, mirrors: str = "", release_: str | None = None) ->
         for o in outcomes:
             mark = "ok  " if o.ok else "FAIL"
             series = ",".join(o.series)
-            print(f"    {mark} {o.arch.value:<7} {o.component.value:<5} {o.patches} patches {series} {o.detail}")
+            print(
+                f"    {mark} {o.arch.value:<7} {o.page_size:<3} {o.component.value:<5} {o.patches} patches {series} "
+                f"{o.detail}"
+            )
     print(f"{passed} of {len(names)} releases pass")
     if failed:
         raise Exit(code=5)

@@ -22,6 +22,7 @@ from istiobuild.release import Component, Release
 class Outcome:
     release: str
     arch: Arch
+    page_size: str
     component: Component
     series: tuple[str, ...]
     patches: int
@@ -38,9 +39,10 @@ def mirror_repo(mirrors: Path, component: Component) -> Path:
 
 def check_release(release: Release, mirrors: Path, arches: Iterable[Arch] = tuple(Arch)) -> list[Outcome]:
     outcomes = []
-    for arch in arches:
+    variants = [(arch, page) for arch in arches for page in (("4k", "64k") if arch is Arch.AARCH64 else ("4k",))]
+    for arch, page in variants:
         for comp in Component:
-            selected = patchmod.select(release, comp, arch)
+            selected = patchmod.select(release, comp, arch, page)
             repo = mirror_repo(mirrors, comp)
             commit = release.pins[comp].commit
             ok, detail = True, ""
@@ -55,6 +57,7 @@ def check_release(release: Release, mirrors: Path, arches: Iterable[Arch] = tupl
                 Outcome(
                     release=release.version,
                     arch=arch,
+                    page_size=page,
                     component=comp,
                     series=release.series[comp],
                     patches=len(selected),

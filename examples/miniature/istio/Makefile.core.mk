@@ -29,7 +29,8 @@ BINARIES := ./pilot/cmd/pilot-discovery ./pilot/cmd/pilot-agent
 
 .PHONY: init depend build build-linux
 
-$(ISTIO_OUT) $(ISTIO_OUT_LINUX):
+# $(sort) names the directory once when both are the same (out/linux_<arch>).
+$(sort $(ISTIO_OUT) $(ISTIO_OUT_LINUX)):
 	@mkdir -p $@
 
 init: $(ISTIO_OUT)/istio_is_init
