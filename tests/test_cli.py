@@ -37,20 +37,42 @@ def one_clear_error(proc: subprocess.CompletedProcess[str]) -> str:
 
 
 def test_build_example_end_to_end_offline(tmp_path: Path) -> None:
+    """The README's first command: offline, one pass; a rerun with nothing changed skips every stage."""
     work = tmp_path / "work"
-    first = invoke("build", "--release", "example", "--arch", "aarch64", "--workdir", str(work))
-    assert first.returncode == 0, first.stderr
-    assert "start checkout" in first.stderr and "done patch" in first.stderr
-    assert first.stderr.lstrip().startswith("[")  # plain timestamped lines without a TTY
-    for comp in ("proxy", "envoy", "istio"):
-        assert (work / "example" / comp / ".git").is_dir()
-    record = json.loads((work / "example-aarch64" / "patches.json").read_text())
-    assert record["envoy"] and record["proxy"] and record["istio"]
-    assert all(len(p["sha256"]) == 64 for comp in record.values() for p in comp)
-    second = invoke("build", "--release", "example", "--arch", "aarch64", "--workdir", str(work))
-    assert second.returncode == 0, second.stderr
-    assert "already in the cache" in second.stderr and "already applied" in second.stderr
-    assert "fetching" not in second.stderr
+    args = ("build", "--release", "example", "--arch", "aarch64", "--toolchain", "gcc", "--workdir", str(work))
+    try:
+        first = invoke(*args)
+        assert first.returncode == 0, first.stderr
+        assert "start checkout" in first.stderr and "done istio" in first.stderr
+        assert first.stderr.lstrip().startswith("[")  # plain timestamped lines without a TTY
+        for comp in ("proxy", "envoy", "istio"):
+            assert (work / "example" / comp / ".git").is_dir()
+        record = json.loads((work / "example-aarch64" / "patches.json").read_text())
+        assert record["envoy"] and record["proxy"] and record["istio"]
+        assert all(len(p["sha256"]) == 64 for comp in record.values() for p in comp)
+        assert (work / "example-aarch64" / "artifacts" / "envoy").is_file()
+        second = invoke(*args)
+        assert second.returncode == 0, second.stderr
+        for stage in ("checkout", "patch", "toolchain", "proxy", "istio"):
+            assert f"skip {stage}: up to date" in second.stderr
+        assert "start " not in second.stderr
+        third = invoke(*args, "--from", "istio")
+        assert "skip proxy: up to date" in third.stderr and "done istio" in third.stderr
+    finally:
+        shutdown_bazel(work)
+
+
+def shutdown_bazel(work: Path) -> None:
+    root = work / "cache" / "bazel-root"
+    proxy = work / "example" / "proxy"
+    if root.exists() and proxy.exists():
+        subprocess.run(
+            ["bazel", f"--output_user_root={root}", "shutdown"],
+            cwd=proxy,
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
 
 
 def test_plan_json_and_releases_json(tmp_path: Path) -> None:

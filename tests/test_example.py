@@ -63,9 +63,9 @@ def parse_series(directory: Path) -> list[tuple[str, dict[str, str]]]:
     return entries
 
 
-def selected(component: str, arch: str) -> list[Path]:
+def selected(component: str, arch: str, page_size: str = "4k") -> list[Path]:
     directory = PATCHES / component / "example"
-    facts = {"arch": arch, "page_size": "4k"}
+    facts = {"arch": arch, "page_size": page_size}
     return [
         directory / name
         for name, conditions in parse_series(directory)
@@ -82,8 +82,8 @@ def pinned_checkout(source: Path, commit: str, dest: Path, env: dict[str, str]) 
     return dest
 
 
-def apply_series(checkout: Path, component: str, arch: str, env: dict[str, str]) -> None:
-    for patch in selected(component, arch):
+def apply_series(checkout: Path, component: str, arch: str, env: dict[str, str], page_size: str = "4k") -> None:
+    for patch in selected(component, arch, page_size):
         git("apply", "--check", str(patch), cwd=checkout, env=env)
         git("apply", str(patch), cwd=checkout, env=env)
 
@@ -232,6 +232,17 @@ def test_template_shapes_at_the_pins(generated: dict[str, example.ExampleRepo], 
     )
     assert "@" + "VERSION@" not in show("envoy", "source/exe/main.cc")
     assert '"0.1.0"' in show("istio", "pilot/cmd/pilot-agent/main.go")
+    # bazel builds offline: Bazel's own tools load @rules_cc and @rules_java, declared by envoy
+    repositories = show("envoy", "bazel/repositories.bzl")
+    assert 'name = "rules_cc"' in repositories and 'name = "rules_java"' in repositories
+    # envoy --version shows the proxy's commit: workspace status, stamped release builds
+    bazelrc = show("proxy", ".bazelrc").splitlines()
+    assert "build --workspace_status_command=bazel/bazel_get_workspace_status" in bazelrc
+    assert "build:release --stamp" in bazelrc
+    assert "linkstamp" in show("envoy", "source/common/version/BUILD")
+    # build outputs are ignored, so a built checkout can be patched again
+    assert "/bazel-*" in show("proxy", ".gitignore").splitlines()
+    assert "/out/" in show("istio", ".gitignore").splitlines()
 
 
 def test_file_modes_are_explicit(generated: dict[str, example.ExampleRepo], tmp_path: Path) -> None:
@@ -248,6 +259,7 @@ def test_file_modes_are_explicit(generated: dict[str, example.ExampleRepo], tmp_
         "envoy/third_party/wee8/third_party/depot_tools/ninja",
         "istio/bin/init.sh",
         "istio/common/scripts/gobuild.sh",
+        "proxy/bazel/bazel_get_workspace_status",
     }
     assert set(modes.values()) == {"100644", "100755"}
 
@@ -269,19 +281,50 @@ def test_series_lists_every_patch_with_a_header(component: str) -> None:
         assert body, f"{name}: no diff --git"
 
 
+@pytest.mark.parametrize("page_size", ["4k", "64k"])
 @pytest.mark.parametrize("arch", ARCHES)
 @pytest.mark.parametrize("component", ["envoy", "proxy", "istio"])
 def test_series_applies_in_order_at_the_pin(
-    generated: dict[str, example.ExampleRepo], tmp_path: Path, component: str, arch: str
+    generated: dict[str, example.ExampleRepo], tmp_path: Path, component: str, arch: str, page_size: str
 ) -> None:
     env = clean_env(tmp_path)
     commit = pins()[component]["commit"]
     checkout = pinned_checkout(generated[component].path, commit, tmp_path / component, env)
-    apply_series(checkout, component, arch, env)
+    apply_series(checkout, component, arch, env, page_size)
     if arch == "aarch64":
-        assert selected(component, arch), "every component has aarch64 patches"
+        assert selected(component, arch, page_size), "every component has aarch64 patches"
     changed = git("status", "--porcelain", cwd=checkout, env=env)
-    assert bool(changed) == bool(selected(component, arch))
+    assert bool(changed) == bool(selected(component, arch, page_size))
+
+
+def test_64k_pages_add_the_linker_flag_to_wee8(generated: dict[str, example.ExampleRepo], tmp_path: Path) -> None:
+    """envoy 0004 (arch=aarch64 page_size=64k): every binary linking wee8 is linked for 64K pages."""
+    env = clean_env(tmp_path)
+    commit = pins()["envoy"]["commit"]
+    flag = '"-Wl,-z,max-page-size=0x10000"'
+    for page_size in ("4k", "64k"):
+        checkout = pinned_checkout(generated["envoy"].path, commit, tmp_path / page_size, env)
+        apply_series(checkout, "envoy", "aarch64", env, page_size)
+        build = (checkout / "bazel" / "external" / "wee8.BUILD").read_text(encoding="utf-8")
+        assert (f"linkopts = [{flag}]" in build) == (page_size == "64k")
+    assert [p.name for p in selected("envoy", "x86_64", "64k")] == []
+
+
+def test_workspace_status_names_the_proxy_commit(generated: dict[str, example.ExampleRepo], tmp_path: Path) -> None:
+    """What bazel --workspace_status_command sees, before and after the proxy series."""
+    env = clean_env(tmp_path)
+    commit = pins()["proxy"]["commit"]
+    checkout = pinned_checkout(generated["proxy"].path, commit, tmp_path / "proxy", env)
+
+    def status() -> list[str]:
+        script = checkout / "bazel" / "bazel_get_workspace_status"
+        proc = subprocess.run([str(script)], cwd=checkout, env=env, capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.splitlines()
+
+    assert status() == [f"BUILD_SCM_REVISION {commit}", "BUILD_SCM_STATUS Clean"]
+    apply_series(checkout, "proxy", "aarch64", env)
+    assert status() == [f"BUILD_SCM_REVISION {commit}", "BUILD_SCM_STATUS Modified"]
 
 
 # -- the wee8 genrule, before and after the envoy series ------------------------------------------

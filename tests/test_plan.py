@@ -111,8 +111,15 @@ def test_gcc_drops_libcxx(settings_for) -> None:  # type: ignore[no-untyped-def]
 def test_cross_toolchains(settings_for) -> None:  # type: ignore[no-untyped-def]
     gcc, _ = plan_for(settings_for, version="example", tc="gcc", host=Arch.X86_64)
     assert gcc.stage("toolchain").steps[0].argv[0] == "aarch64-linux-gnu-gcc"
+    links, make = gcc.stage("proxy").steps[:2]
+    assert links.argv[:2] == ("istiobuild", "cross-links")
+    assert make.env["CC"].endswith("/toolchain/aarch64/bin/aarch64-linux-gnu-gcc")
     clang, _ = plan_for(settings_for, version="example", tc="clang", host=Arch.X86_64)
-    assert "--target=aarch64-linux-gnu" in clang.stage("proxy").steps[0].env["CFLAGS"]
+    links, make = clang.stage("proxy").steps[:2]
+    assert "aarch64-linux-gnu-clang=clang" in links.argv
+    assert "--target=aarch64-linux-gnu" in make.env["CFLAGS"]
+    # no aarch64 libc++ next to the host's: a clang cross build links libstdc++
+    assert "BAZEL_CONFIG_REL=--config=clang --config=release" in make.argv
     assert any("qemu" in n for n in clang.notes)
 
 

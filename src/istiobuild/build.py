@@ -269,6 +269,19 @@ def collect_envoy(ctx: Context, built: Path, dest: Path) -> dict[str, str]:
     return record
 
 
+def cross_links(bindir: Path, links: Iterable[str]) -> None:
+    """bindir/<link> -> the resolved compiler, for each "link=compiler"."""
+    bindir.mkdir(parents=True, exist_ok=True)
+    for spec in links:
+        link, _, name = spec.partition("=")
+        target = which(name)
+        if target is None:
+            raise ToolError(f"{name} is not installed", hint="`invoke doctor` lists the tools the build needs")
+        path = bindir / link
+        path.unlink(missing_ok=True)
+        path.symlink_to(target)
+
+
 def do_proxy(ctx: Context) -> None:
     stage = ctx.plan.stage(StageName.PROXY)
     flags = secret_bazel_flags(ctx.settings)
@@ -280,7 +293,9 @@ def do_proxy(ctx: Context) -> None:
             fh.write("\n".join(flags) + "\n")
     try:
         for step in stage.steps:
-            if step.argv[0] == INTERNAL:
+            if step.argv[:2] == (INTERNAL, "cross-links"):
+                cross_links(Path(step.argv[2]), step.argv[3:])
+            elif step.argv[:2] == (INTERNAL, "collect-envoy"):
                 if not ctx.dry_run:
                     collect_envoy(ctx, Path(step.argv[2]), Path(step.argv[3]))
             else:

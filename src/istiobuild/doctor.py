@@ -74,6 +74,13 @@ def _bazel(settings: Settings, release: Release, proxy_dir: Path) -> Check:
     rc, line = _first_line([settings.bazel, "--version"], env={"USE_BAZEL_VERSION": wanted}, cwd=cwd)
     found = _numbers(line) if rc == 0 else ()
     want = _numbers(wanted)
+    if rc == 0 and line.endswith("no_version"):
+        # Debian's bazel-bootstrap prints no version; its /usr/bin/bazel wrapper runs the
+        # bazel-<version> next to it that USE_BAZEL_VERSION / .bazelversion names.
+        exe = shutil.which(settings.bazel)
+        picked = Path(exe).resolve().parent / f"bazel-{wanted}" if exe else None
+        if picked is not None and picked.exists():
+            found, line = want, f"{line} ({picked})"
     ok = bool(found) and found[: len(want)] == want
     return Check(
         name="bazel",

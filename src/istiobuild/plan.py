@@ -267,8 +267,34 @@ def make_plan(
     if arch != host and toolchain.family is Family.CLANG:
         # clang cross-compiles with --target; a gcc cross compiler is named by CC itself.
         bazel_args += [f"--copt=--target={arch.triple}", f"--linkopt=--target={arch.triple}"]
-    configs = " ".join(f"--config={c}" for c in toolchain.bazel_configs)
+    bazel_configs = list(toolchain.bazel_configs)
     proxy_env = {**tc_env, "GN": settings.gn, "NINJA": settings.ninja}
+    cross_steps: list[Step] = []
+    if arch != host:
+        # Bazel's autoconfigured C++ toolchain probes CC (include dirs, ld.gold) and links with
+        # -B<dir of CC> -fuse-ld=gold: CC and CXX must name the target arch themselves (clang reads
+        # the target from its name) and live in a directory of their own, not /usr/bin, whose
+        # ld.gold is the host's.
+        bindir = settings.cache / "toolchain" / arch.value / "bin"
+        links = []
+        for var in ("CC", "CXX"):
+            name = tc_env[var]
+            link = name if name.startswith(f"{arch.triple}-") else f"{arch.triple}-{name}"
+            links.append(f"{link}={name}")
+            proxy_env[var] = str(bindir / link)
+        cross_steps.append(
+            Step(
+                argv=(INTERNAL, "cross-links", str(bindir), *links),
+                cwd=proxy_dir,
+                description=f"CC/CXX for {arch} as links named for the target, in a directory of their own",
+            )
+        )
+        if "libc++" in bazel_configs:
+            # Debian's libc++ for another arch cannot be installed next to the host's: link the
+            # cross compiler's libstdc++ instead (--config=clang: clang without libc++).
+            bazel_configs = ["clang" if c == "libc++" else c for c in bazel_configs]
+            proxy_env.update(BAZEL_CXXOPTS="-std=c++17", BAZEL_LINKLIBS="-l%:libstdc++.a:-lm")
+    configs = " ".join(f"--config={c}" for c in bazel_configs)
     if settings.bazel_version:
         proxy_env["USE_BAZEL_VERSION"] = settings.bazel_version
     envoy_binary = Path(proxy_dir) / release.envoy_output
@@ -276,6 +302,7 @@ def make_plan(
         name=StageName.PROXY,
         summary=f"build envoy ({release.envoy_target}) with bazel through the proxy's make build_envoy",
         steps=(
+            *cross_steps,
             Step(
                 argv=(
                     "make",

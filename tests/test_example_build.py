@@ -1,0 +1,232 @@
+"""The example release built for real: envoy with bazel (wee8 via gn + ninja), istio with Go.
+
+For each target arch (x86_64, aarch64) and toolchain (gcc, clang): `invoke checkout` and
+`invoke patch` through the CLI, then the commands of the plan's proxy and istio stages (argv, cwd
+and env from `invoke plan --json`), then checks on what came out: envoy's ELF machine, the
+compiler named in its .comment section, `envoy --version` (under qemu-user for a foreign arch),
+the Go binaries' arch, and the envoy copy bin/init.sh made in istio's out dir.
+
+Real tools throughout (bazel, gn, ninja, gcc/clang and the aarch64 cross compilers, Go, qemu); a
+missing tool fails the test with its name (`bash ci/setup.sh` installs them all). All cases share
+one cache dir (bazel output root, disk cache, git objects); every bazel server started here is
+shut down at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+HOST = platform.machine()
+ARCHES = ("x86_64", "aarch64")
+TOOLCHAINS = ("gcc", "clang")
+GOARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+E_MACHINE = {"x86_64": 62, "aarch64": 183}  # ELF header e_machine: EM_X86_64, EM_AARCH64
+README = "bash ci/setup.sh installs every tool these tests need"
+
+pytestmark = pytest.mark.slow
+
+
+# -- tools -------------------------------------------------------------------------------------
+
+
+def _compilers(arch: str, toolchain: str) -> list[str]:
+    if toolchain == "clang":
+        return ["clang", "clang++"]
+    prefix = "" if arch == HOST else f"{arch}-linux-gnu-"
+    return [f"{prefix}gcc", f"{prefix}g++"]
+
+
+def _qemu(arch: str) -> str:
+    return f"qemu-{arch}-static"
+
+
+@pytest.fixture(scope="module")
+def tools() -> None:
+    """Fail (never skip) with the names of whatever is missing."""
+    needed = {"git", "make", "bazel", "java", "gn", "ninja", "go", "readelf", "ar"}
+    for arch in ARCHES:
+        for toolchain in TOOLCHAINS:
+            needed.update(_compilers(arch, toolchain))
+        if arch != HOST:
+            needed.add(_qemu(arch))
+    missing = sorted(name for name in needed if shutil.which(name) is None)
+    # clang builds use --config=libc++ (static libc++ and libc++abi), for the host arch.
+    for lib in ("libc++.a", "libc++abi.a"):
+        found = subprocess.run(
+            ["clang++", "-stdlib=libc++", f"-print-file-name={lib}"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        if not os.path.isabs(found):
+            missing.append(f"{lib} (libc++-dev / libc++abi-dev)")
+    if missing:
+        pytest.fail(f"missing tools for the example build: {', '.join(missing)}; {README}", pytrace=False)
+
+
+# -- running istiobuild and the plan's steps ---------------------------------------------------
+
+
+def istiobuild_env(cache: Path, **settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ISTIOBUILD_")}
+    env["ISTIOBUILD_CACHE_DIR"] = str(cache)
+    env.update({f"ISTIOBUILD_{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+def invoke(*args: str, env: Mapping[str, str]) -> str:
+    argv = [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args]
+    proc = subprocess.run(argv, cwd=REPO, env=dict(env), capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def log_tail(log: Path, lines: int = 60) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One cache dir (bazel output root and disk cache, git objects) for every case; on the way
+    out, stop each bazel server the builds started, with the startup options it was started with."""
+    path = tmp_path_factory.mktemp("example-cache")
+    yield path
+    for proxy, startup in sorted(_SERVERS.items()):
+        if startup[0].startswith(f"--output_user_root={path}"):
+            subprocess.run(["bazel", *startup, "shutdown"], cwd=proxy, capture_output=True, check=False, timeout=120)
+
+
+_SERVERS: dict[str, list[str]] = {}  # proxy checkout -> the bazel startup options of its server
+
+
+def build_example(arch: str, toolchain: str, workdir: Path, cache: Path, page_size: str = "4k") -> dict[str, Any]:
+    """`invoke build` of the example, every stage for real; returns the plan it ran."""
+    env = istiobuild_env(cache, page_size=page_size)
+    common = ["--release", "example", "--workdir", str(workdir), "--arch", arch, "--toolchain", toolchain]
+    plan: dict[str, Any] = json.loads(invoke("plan", *common, "--json", env=env))
+    assert (plan["arch"], plan["page_size"]) == (arch, page_size)
+    proxy_steps = next(s for s in plan["stages"] if s["name"] == "proxy")["steps"]
+    make = next(step for step in proxy_steps if step["argv"][:2] == ["make", "build_envoy"])
+    startup = next(a for a in make["argv"] if a.startswith("BAZEL_STARTUP_ARGS=")).split("=", 1)[1]
+    _SERVERS[make["cwd"]] = startup.split()
+    invoke("build", *common, env=env)
+    return plan
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+
+def e_machine(path: Path) -> int:
+    header = path.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF", f"{path} is not an ELF file"
+    assert header[5] == 1, f"{path} is not little-endian"
+    return int.from_bytes(header[18:20], "little")
+
+
+def readelf(*args: str) -> str:
+    return subprocess.run(["readelf", "-W", *args], capture_output=True, text=True, check=True).stdout
+
+
+def comment(path: Path) -> list[str]:
+    """The strings of the .comment section (compilers and linkers that made the objects)."""
+    return [
+        m.group(1).strip()
+        for m in re.finditer(r"^\s*\[\s*[0-9a-f]+\]\s+(.*)$", readelf("-p", ".comment", str(path)), re.M)
+    ]
+
+
+def run_for(arch: str, path: Path, *args: str) -> str:
+    argv = [str(path), *args] if arch == HOST else [_qemu(arch), str(path), *args]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 0, f"{' '.join(argv)}: {proc.stderr}"
+    return proc.stdout
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def link_params(proxy: Path) -> str:
+    return (proxy / "bazel-bin" / "src" / "envoy" / "envoy-2.params").read_text()
+
+
+def pinned_proxy_commit() -> str:
+    text = (REPO / "releases" / "example.toml").read_text()
+    match = re.search(r'^proxy = \{ tag = "0\.1\.0", commit = "([0-9a-f]{40})" \}', text, re.M)
+    assert match
+    return match.group(1)
+
+
+# -- the four builds ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("toolchain", TOOLCHAINS)
+@pytest.mark.parametrize("arch", ARCHES)
+def test_example_builds(tools: None, cache: Path, tmp_path: Path, arch: str, toolchain: str) -> None:
+    workdir = tmp_path / "work"
+    plan = build_example(arch, toolchain, workdir, cache)
+    proxy = workdir / "example" / "proxy"
+    istio = workdir / "example" / "istio"
+
+    # envoy: the target's ELF machine, fully static (no interpreter: qemu-user needs no sysroot)
+    envoy = proxy / "bazel-bin" / "src" / "envoy" / "envoy"
+    assert envoy.is_file()
+    assert e_machine(envoy) == E_MACHINE[arch]
+    assert ("AArch64" if arch == "aarch64" else "X86-64") in readelf("-h", str(envoy))
+    assert "INTERP" not in readelf("-l", str(envoy))
+
+    # the compiler is on record: clang builds say so, gcc builds name only GCC
+    strings = comment(envoy)
+    if toolchain == "clang":
+        assert any("clang version" in s for s in strings), strings
+    else:
+        assert strings and all(s.startswith("GCC:") for s in strings), strings
+
+    # envoy --version, like the real one: <proxy commit>/<version>/<status>/RELEASE/BoringSSL;
+    # the patched proxy checkout is "Modified"
+    out = run_for(arch, envoy, "--version")
+    assert f"envoy  version: {pinned_proxy_commit()}/0.1.0/Modified/RELEASE/BoringSSL" in out.splitlines()
+
+    # 0004 (64K pages) is not selected for 4K pages: nothing asks the linker for 64K
+    assert "max-page-size" not in link_params(proxy)
+
+    # istio: Go binaries for the target, and bin/init.sh's copy of the envoy we built
+    out_dir = istio / "out" / f"linux_{GOARCH[arch]}"
+    istio_stage = next(s for s in plan["stages"] if s["name"] == "istio")
+    assert istio_stage["outputs"] == [str(out_dir)]
+    for binary in ("pilot-discovery", "pilot-agent"):
+        assert e_machine(out_dir / binary) == E_MACHINE[arch], binary
+    assert run_for(arch, out_dir / "pilot-discovery").strip() == f"pilot-discovery version 0.1.0 (linux/{GOARCH[arch]})"
+    assert sha256(out_dir / "envoy") == sha256(envoy)
+    istio_log = workdir / "logs" / f"example-{arch}-istio.log"
+    assert f"to {out_dir}/envoy" in istio_log.read_text()  # init.sh's "Copying"
+    # what istiobuild recorded: the envoy it collected, checked and ran
+    record = json.loads((workdir / f"example-{arch}" / "artifacts" / "envoy.json").read_text())
+    assert (record["arch"], record["compiler"]) == (arch, toolchain)
+    assert record["sha256"] == sha256(envoy) and "envoy  version:" in record["version"]
+    assert (
+        run_for(arch, out_dir / "pilot-agent", "version").strip() == f"pilot-agent version 0.1.0 (linux/{GOARCH[arch]})"
+    )
+
+
+def test_example_aarch64_for_64k_pages(tools: None, cache: Path, tmp_path: Path) -> None:
+    """page_size=64k selects envoy 0004: the wee8 library asks every binary linking it for 64K pages."""
+    workdir = tmp_path / "work"
+    build_example("aarch64", "gcc", workdir, cache, page_size="64k")
+    applied = json.loads((workdir / "example" / "envoy" / ".git" / "istiobuild" / "patches.json").read_text())
+    assert [Path(p["name"]).name for p in applied["patches"]][-1] == "0004-wee8-64k-page-size.patch"
+    proxy = workdir / "example" / "proxy"
+    assert "-Wl,-z,max-page-size=0x10000" in link_params(proxy).splitlines()
+    envoy = proxy / "bazel-bin" / "src" / "envoy" / "envoy"
+    aligns = re.findall(r"^\s*LOAD\s.*\s(0x[0-9a-f]+)$", readelf("-l", str(envoy)), re.M)
+    assert aligns and set(aligns) == {"0x10000"}, aligns
