@@ -3,8 +3,9 @@
 1. Builds the offline example once (checkout .. istio) to warm everything up.
 2. Alternates, REPEAT times: `invoke build --from proxy` (istiobuild runs the proxy and istio
    stages) and a bare bash script running the same commands (argv, cwd, env from `invoke plan
-   --json`), each after `bazel clean` so both do the same work. Prints the medians and their
-   ratio (goal <= 1.05).
+   --json`), each after `bazel clean --expunge` with an empty disk cache, so both do the same
+   real work (bazel server start, wee8 via gn/ninja, envoy, Go). Prints medians and the ratio
+   (goal <= 1.05).
 3. Times a rerun with nothing changed (every stage skipped; goal <= 1 s).
 
     python bench/bench_build.py [--arch aarch64] [--toolchain gcc] [--repeat 3] [--workdir DIR]
@@ -49,10 +50,11 @@ def bare_script(plan: dict, stages: tuple[str, ...]) -> str:  # type: ignore[typ
 
 
 def bazel_clean(plan: dict) -> None:  # type: ignore[type-arg]
-    step = next(s for s in plan["stages"] if s["name"] == "proxy")["steps"][0]
+    steps = next(s for s in plan["stages"] if s["name"] == "proxy")["steps"]
+    step = next(s for s in steps if s["argv"][0] == "make")
     startup = next(a for a in step["argv"] if a.startswith("BAZEL_STARTUP_ARGS=")).split("=", 1)[1].split()
     subprocess.run(
-        ["bazel", *startup, "clean"],
+        ["bazel", *startup, "clean", "--expunge"],
         cwd=step["cwd"],
         env={**os.environ, **step["env"]},
         check=True,

@@ -9,12 +9,10 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from rich.console import Console as RichConsole
-from rich.live import Live
-from rich.panel import Panel
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.panel import Panel
 
 LIVE_LINES = 8
 
@@ -35,11 +33,11 @@ class Console:
         self.stream = stream or sys.stderr
         self.tty = is_tty(self.stream) if tty is None else tty
         self.github = os.environ.get("GITHUB_ACTIONS") == "true"
-        self._rich = (
-            RichConsole(file=self.stream, no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
-            if self.tty
-            else None
-        )
+        self._rich = None
+        if self.tty:  # rich only costs its import time where it is used: on a terminal
+            from rich.console import Console as RichConsole
+
+            self._rich = RichConsole(file=self.stream, no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
 
     def _plain(self, text: str) -> None:
         now = datetime.datetime.now().strftime("%H:%M:%S")
@@ -88,6 +86,10 @@ class Console:
         if self._rich is None:
             yield None
             return
+        from rich.live import Live
+        from rich.panel import Panel
+        from rich.text import Text
+
         lines: collections.deque[str] = collections.deque(maxlen=LIVE_LINES)
 
         def panel() -> Panel:
