@@ -35,10 +35,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "step.log"
         start = time.perf_counter()
-        if mode == "runner":
+        if mode in ("runner", "runner-live"):
             from istiobuild.run import run
 
-            run(producer(size), log=log)
+            seen: list[str] = []
+            run(producer(size), log=log, on_line=seen.append if mode == "runner-live" else None)
         else:
             with log.open("wb") as fh:
                 subprocess.run(producer(size), stdout=fh, stderr=subprocess.STDOUT, check=True)

@@ -21,7 +21,7 @@ from typing import IO
 from istiobuild.errors import Interrupted, StepFailed, ToolError
 
 TAIL_LINES = 25
-_CHUNK = 1 << 16
+_CHUNK = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -107,13 +107,16 @@ def run(
         log_fh.flush()
     start = time.monotonic()
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    # Without a live view or secrets to mask, the child writes straight into the log: no copying
+    # through Python at all, however many gigabytes a `-s --sandbox_debug` build prints.
+    direct = log_fh is not None and not capture and not secret_list
     try:
         proc = subprocess.Popen(
             argv,
             cwd=cwd,
             env=full_env,
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            stdout=log_fh if direct else subprocess.PIPE,
             stderr=subprocess.PIPE if capture else subprocess.STDOUT,
             start_new_session=True,
         )
@@ -134,8 +137,16 @@ def run(
             if stdin is not None and proc.stdin:
                 proc.stdin.write(stdin.encode())
                 proc.stdin.close()
-            _pump(proc, log_fh, tail, secret_list, on_line)
-            proc.wait()
+            if not direct:
+                _pump(proc, log_fh, tail, secret_list, on_line)
+                proc.wait()
+            elif on_line is not None and log is not None:
+                _watch(proc, log, on_line)
+            else:
+                proc.wait()
+            if direct and log is not None:
+                log_fh.flush()  # type: ignore[union-attr]
+                tail.extend(_file_tail(log))
     except KeyboardInterrupt:
         stop_process_group(proc)
         raise Interrupted(
@@ -163,6 +174,25 @@ def run(
     return result
 
 
+def _watch(proc: subprocess.Popen[bytes], log: Path, on_line: Callable[[str], None]) -> None:
+    """Wait for the child, showing the newest line of its log a few times a second."""
+    while True:
+        try:
+            proc.wait(timeout=0.25)
+            return
+        except subprocess.TimeoutExpired:
+            lines = _file_tail(log, 4096)
+            if lines:
+                on_line(lines[-1])
+
+
+def _file_tail(path: Path, size: int = 16384) -> list[str]:
+    with path.open("rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - size))
+        return fh.read(size).decode(errors="replace").splitlines()[-TAIL_LINES:]
+
+
 def _pump(
     proc: subprocess.Popen[bytes],
     log_fh: IO[bytes] | None,
@@ -170,29 +200,28 @@ def _pump(
     secrets: tuple[str, ...],
     on_line: Callable[[str], None] | None,
 ) -> None:
-    """Copy the child's output to the log in large chunks, keeping only a short tail in memory."""
+    """Copy the child's output to the log in large chunks; keep only its last bytes for the tail,
+    and show the newest line at most a few times a second."""
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
-    pending = b""
+    last = b""
+    shown = 0.0
     while True:
         chunk = os.read(fd, _CHUNK)
         if not chunk:
             break
         if log_fh is not None:
             log_fh.write(chunk if not secrets else redact(chunk.decode(errors="replace"), secrets).encode())
-        data = pending + chunk
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            pending = data[-4096:]
-            continue
-        pending = data[cut + 1 :]
-        last = data[max(0, cut - 4096 * 4) : cut].decode(errors="replace").splitlines()
-        for text in last[-TAIL_LINES:]:
-            tail.append(redact(text, secrets))
-        if on_line is not None and last:
-            on_line(redact(last[-1], secrets))
-    if pending:
-        tail.append(redact(pending.decode(errors="replace"), secrets))
+        last = (last + chunk)[-16384:]
+        if on_line is not None:
+            now = time.monotonic()
+            if now - shown > 0.2:
+                shown = now
+                lines = last.decode(errors="replace").splitlines()
+                if lines:
+                    on_line(redact(lines[-1], secrets))
+    text = redact(last.decode(errors="replace"), secrets)
+    tail.extend(text.splitlines()[-TAIL_LINES:])
 
 
 def stop_process_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
