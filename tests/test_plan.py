@@ -21,7 +21,9 @@ def plan_for(settings_for, version="1.5.0", arch=Arch.AARCH64, tc="clang", host=
 
 def test_every_stage_in_order(settings_for) -> None:  # type: ignore[no-untyped-def]
     plan, _ = plan_for(settings_for)
-    assert [s.name for s in plan.stages] == list(StageName)
+    assert [s.name for s in plan.stages] == [n for n in StageName if n is not StageName.PUBLISH]
+    pushing, _ = plan_for(settings_for, push=True)
+    assert [s.name for s in pushing.stages] == list(StageName)
     assert {s.name for s in plan.stages if s.implemented} == IMPLEMENTED
     for stage in plan.stages:
         assert stage.steps, stage.name
@@ -62,9 +64,13 @@ def test_150_aarch64_carries_what_the_guide_needed(settings_for) -> None:  # typ
         == str(settings.workdir / "1.5.0-aarch64" / "artifacts" / "envoy")
     )
 
-    base, docker = plan.stage("images").steps
-    assert base.argv[:2] == ("make", "docker.base")
-    assert docker.env["TAG"] == "1.5.0" and docker.env["BASE_VERSION"] == "1.5.0"
+    _, base, docker, label = plan.stage("images").steps
+    assert base.argv[:3] == ("make", "docker.base", "HUB=docker.io/istio")
+    assert docker.env["TAG"] == "1.5.0-arm64" and docker.env["BASE_VERSION"] == "1.5.0-arm64"
+    assert label.argv[:2] == ("istiobuild", "finalize")
+    assert plan.stage("images").outputs[0].startswith("istio/") and plan.stage("images").outputs[0].endswith(
+        ":1.5.0-arm64"
+    )
     assert docker.env["DOCKER_BUILDKIT"] == "0"
     targets = next(a for a in docker.argv if a.startswith("DOCKER_TARGETS=")).split("=", 1)[1].split()
     for gone in ("docker.kubectl", "docker.app", "docker.app_sidecar", "docker.test_policybackend"):
@@ -88,7 +94,7 @@ def test_patch_stage_lists_files_in_order(settings_for) -> None:  # type: ignore
 def test_x86_64_takes_no_aarch64_patches(settings_for) -> None:  # type: ignore[no-untyped-def]
     plan, _ = plan_for(settings_for, arch=Arch.X86_64, host=Arch.X86_64)
     assert plan.stage("patch").patches == {"proxy": (), "envoy": (), "istio": ()}
-    assert "docker.kubectl" in plan.stage("images").steps[1].argv[-1]
+    assert "docker.kubectl" in plan.stage("images").steps[2].argv[-1]
     plan147, _ = plan_for(settings_for, version="1.4.7", arch=Arch.X86_64, host=Arch.X86_64)
     assert [p.split("/")[2] for p in plan147.stage("patch").patches["istio"]] == ["private-operator-1.4.7"] * 2
 
@@ -143,7 +149,8 @@ def test_config_reaches_the_plan(settings_for) -> None:  # type: ignore[no-untyp
     assert "/srv/mirror/proxy" in checkout.steps[0].argv
     assert "https://example.org/envoy.git" in checkout.steps[2].argv
     assert "--jobs=3" in plan.stage("proxy").steps[0].argv[2]
-    assert "HUB=registry.local:5000/me" in plan.stage("images").steps[1].argv
+    assert "HUB=registry.local:5000/me" in plan.stage("images").steps[2].argv
+    assert plan.stage("images").outputs[0].startswith("registry.local:5000/me/")
     assert plan.tag == "t1"
     assert "discolix/cc:latest" in plan.stage("patch").notes[0]
 

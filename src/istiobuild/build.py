@@ -96,7 +96,7 @@ def do_patch(ctx: Context) -> dict[str, object]:
             patchmod.PatchSource(name=name, path=data_root() / name) for name in stage.patches.get(comp.value, ())
         ]
         if comp is Component.ISTIO:
-            generated = baseimages.patch_for(path, settings.base_images.get(plan.arch.value, {}), wanted)
+            generated = baseimages.patch_for(path, stage.data.get("base_images", {}), wanted)
             if generated is not None:
                 wanted.append(generated)
         clean, _ = patchmod.pristine_or_ours(path)
@@ -390,6 +390,92 @@ def do_istio(ctx: Context) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# images, verify, publish, record
+
+
+def do_images(ctx: Context) -> None:
+    from istiobuild import images
+
+    stage = ctx.plan.stage(StageName.IMAGES)
+    cli = images.client()
+    for step in stage.steps:
+        if step.argv[:2] == (INTERNAL, "base-images"):
+            made = images.ensure_base_images(
+                cli, stage.data["base_images"], ctx.plan.arch, ctx.settings.cache, ctx.log("images")
+            )
+            for image in made:
+                ctx.console.info(f"base image {image} imported from a local rootfs")
+        elif step.argv[:2] == (INTERNAL, "finalize"):
+            for image in step.argv[2:]:
+                if not images.has_image(cli, image):
+                    raise StepFailed(f"istio's make docker finished but {image} does not exist", log=ctx.log("images"))
+                images.finalize(cli, image, stage.data["labels"], ctx.plan.arch, ctx.out_dir / "image-scratch")
+        else:
+            run_step(ctx, "images", step)
+    for image in stage.outputs:
+        if not images.has_image(cli, image):
+            raise StepFailed(f"istio's make docker finished but {image} does not exist", log=ctx.log("images"))
+    ctx.console.info(f"images: {', '.join(stage.outputs)}")
+
+
+def do_verify(ctx: Context) -> None:
+    from istiobuild import images
+
+    stage = ctx.plan.stage(StageName.VERIFY)
+    cli = images.client()
+    findings = []
+    for image in stage.inputs:
+        findings += images.verify_image(cli, image, ctx.plan.arch, labels=stage.data.get("labels"))
+    report = [dataclasses.asdict(f) for f in findings]
+    Path(stage.outputs[0]).write_text(json.dumps(report, indent=2) + "\n")
+    bad = [f for f in findings if not f.ok]
+    for finding in findings:
+        if finding.ok:
+            ctx.console.info(f"{finding.image}: {finding.what}")
+    if bad:
+        raise StepFailed(
+            f"{bad[0].image}: {bad[0].what}" + (f" (and {len(bad) - 1} more problems)" if len(bad) > 1 else ""),
+            hint=f"every finding is in {stage.outputs[0]}",
+        )
+
+
+def do_publish(ctx: Context) -> None:
+    from istiobuild import images
+
+    stage = ctx.plan.stage(StageName.PUBLISH)
+    digests = images.push(images.client(), stage.inputs)
+    Path(stage.outputs[0]).write_text(json.dumps(digests, indent=2) + "\n")
+    for image, digest in digests.items():
+        ctx.console.info(f"pushed {image} {digest}")
+
+
+def do_record(ctx: Context) -> None:
+    """What was built, from what, with what: one JSON file per release and arch."""
+
+    def load(path: Path) -> object:
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    record = {
+        "release": ctx.release.version,
+        "arch": ctx.plan.arch.value,
+        "host": ctx.plan.host.value,
+        "page_size": ctx.plan.page_size,
+        "pins": {c.value: dataclasses.asdict(p) for c, p in ctx.release.pins.items()},
+        "patches": load(ctx.out_dir / "patches.json"),
+        "toolchain": load(ctx.out_dir / "toolchain.json"),
+        "envoy": load(ctx.artifacts / "envoy.json"),
+        "istio": load(ctx.artifacts / "istio.json"),
+        "downloads": load(ctx.artifacts / "downloads.json"),
+        "images": list(ctx.plan.stage(StageName.IMAGES).outputs),
+        "verify": load(ctx.out_dir / "verify.json"),
+        "pushed": load(ctx.out_dir / "pushed.json"),
+    }
+    path = Path(ctx.plan.stage(StageName.RECORD).outputs[0])
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    ctx.console.info(f"build record: {path}")
+
+
+# ---------------------------------------------------------------------------------------------
 # the pipeline
 
 RUNNERS: dict[StageName, Callable[[Context], object]] = {
@@ -398,6 +484,10 @@ RUNNERS: dict[StageName, Callable[[Context], object]] = {
     StageName.TOOLCHAIN: do_toolchain,
     StageName.PROXY: do_proxy,
     StageName.ISTIO: do_istio,
+    StageName.IMAGES: do_images,
+    StageName.VERIFY: do_verify,
+    StageName.PUBLISH: do_publish,
+    StageName.RECORD: do_record,
 }
 IMPLEMENTED_NOW = frozenset(RUNNERS)
 

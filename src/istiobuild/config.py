@@ -49,6 +49,7 @@ class Settings:
     remote_header: str = ""  # bazel --remote_header value: a secret, never printed or logged
     downloads: str = ""  # directory holding files upstream scripts would download (wasm, ...)
     jvm_heap: str = "3g"  # bazel server -Xmx (small ARM machines OOM with the default)
+    push: bool = False  # push the images to `hub` after verifying them
     bazel_version: str = ""  # USE_BAZEL_VERSION for bazelisk (default: the release's .bazelversion)
 
     def __repr__(self) -> str:  # keep the secret out of tracebacks and debug output
@@ -66,6 +67,7 @@ class Settings:
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 _MAPPINGS = {"repos", "base_images"}
 _INTS = {"jobs"}
+_BOOLS = {"push"}
 _PATHS = {"workdir", "cache_dir"}
 
 
@@ -122,6 +124,12 @@ def _coerce(key: str, value: Any, source: str, base: Path) -> Any:
         if number < 0:
             raise ConfigError(f"{key!r} in {source} must not be negative")
         return number
+    if key in _BOOLS:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return str(value).lower() in ("1", "true", "yes", "on")
+        raise ConfigError(f"{key!r} in {source} must be true or false, not {value!r}")
     if not isinstance(value, str):
         raise ConfigError(f"{key!r} in {source} must be a string, not {value!r}")
     if key in _PATHS:

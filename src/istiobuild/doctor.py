@@ -163,7 +163,7 @@ def run_checks(
             )
         )
         checks.append(_tool("make", ["make", "--version"], "GNU make", "apt-get install make"))
-    if "images" in stages:
+    if {"images", "verify", "publish"} & set(stages):
         checks.append(
             _tool(
                 "docker",
@@ -172,7 +172,7 @@ def run_checks(
                 "apt-get install docker.io; start dockerd",
             )
         )
-    if plan.arch != plan.host and {"proxy", "istio", "verify"} & set(stages):
+    if plan.arch != plan.host and {"proxy", "istio", "images", "verify"} & set(stages):
         binfmt = Path("/proc/sys/fs/binfmt_misc") / plan.arch.qemu
         qemu = shutil.which(f"{plan.arch.qemu}-static") or shutil.which(plan.arch.qemu)
         ok = binfmt.exists() or qemu is not None

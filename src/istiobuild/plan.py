@@ -33,11 +33,12 @@ class StageName(enum.Enum):
     ISTIO = "istio"
     IMAGES = "images"
     VERIFY = "verify"
+    PUBLISH = "publish"
     RECORD = "record"
 
 
 # Stages `invoke build` runs today; the others are planned and shown, and come with later work.
-IMPLEMENTED = frozenset({StageName.CHECKOUT, StageName.PATCH})
+IMPLEMENTED = frozenset(StageName)
 INTERNAL = "istiobuild"  # argv[0] of steps istiobuild performs itself (git plumbing, verification)
 
 
@@ -119,6 +120,11 @@ def _check_path(path: Path, what: str) -> str:
             "and . _ - / only (--workdir / ISTIOBUILD_WORKDIR)",
         )
     return text
+
+
+def base_image_map(release: Release, settings: Settings, arch: Arch) -> dict[str, str]:
+    """The release's base-image defaults for the arch, overridden per image by base_images.<arch>."""
+    return {**release.base_images.get(arch, {}), **settings.base_images.get(arch.value, {})}
 
 
 def remote_flagfile(settings: Settings) -> Path:
@@ -207,7 +213,7 @@ def make_plan(
 
     # -- patch
     selected = {c: patchmod.select(release, c, arch, page_size) for c in Component}
-    base_map = dict(settings.base_images.get(arch.value, {}))
+    base_map = base_image_map(release, settings, arch)
     patch_steps = tuple(
         Step(
             argv=("git", "apply", *[p.name for p in selected[c]]),
@@ -233,6 +239,7 @@ def make_plan(
         outputs=tuple(f"{srcs[c].path}/.git/{patchmod.STATE_FILE}" for c in Component if selected[c]),
         patches={c.value: tuple(p.name for p in selected[c]) for c in Component},
         notes=tuple(patch_notes),
+        data={"base_images": base_map},
     )
 
     # -- toolchain
@@ -404,53 +411,97 @@ def make_plan(
     # -- images
     targets = release.docker_targets_for(arch)
     skipped = sorted(set(release.docker_targets) - set(targets))
+    arch_tag = f"{tag}-{arch.goarch}"  # per arch, so both coexist and `manifest` can join them
+    image_names = tuple(f"{settings.hub}/{t.removeprefix('docker.')}:{arch_tag}" for t in targets)
     image_env = {
         **istio_env,
+        # the classic builder (no buildx); no --platform: the base images are already the target's
+        # (made so by the base-images step), and forcing it breaks multi-stage builds on dockerd 20.10
         "DOCKER_BUILDKIT": "0",
-        "DOCKER_DEFAULT_PLATFORM": arch.oci_platform,
-        "TAG": tag,
-        "BASE_VERSION": tag,
+        "TAG": arch_tag,
+        "BASE_VERSION": arch_tag,
+    }
+    labels = {
+        "org.opencontainers.image.source": srcs[Component.ISTIO].url,
+        "org.opencontainers.image.revision": release.pins[Component.ISTIO].commit,
+        "org.opencontainers.image.version": release.version,
+        "io.istiobuild.release": release.version,
+        "io.istiobuild.arch": arch.value,
+        "io.istiobuild.toolchain": toolchain.name,
+        **{f"io.istiobuild.{c.value}.source": srcs[c].url for c in Component},
+        **{f"io.istiobuild.{c.value}.revision": release.pins[c].commit for c in Component},
     }
     images = Stage(
         name=StageName.IMAGES,
         summary="build istio's images with istio's own make targets",
         steps=(
             Step(
-                argv=("make", "docker.base", "HUB=docker.io/istio", f"TAG={tag}"),
+                argv=(INTERNAL, "base-images", arch.value),
                 cwd=istio_dir,
-                env=image_env,
-                description="base image under the name every Dockerfile's FROM uses",
+                description="every base image the Dockerfiles name exists locally for the arch "
+                "(the example's are imported from a busybox rootfs)",
             ),
             Step(
-                argv=("make", "docker", f"HUB={settings.hub}", f"TAG={tag}", f"DOCKER_TARGETS={' '.join(targets)}"),
+                argv=("make", "docker.base", "HUB=docker.io/istio", f"TAG={arch_tag}"),
+                cwd=istio_dir,
+                env=image_env,
+                description="base image under the name every Dockerfile's FROM uses "
+                "(docker.io/istio/base:${BASE_VERSION}), whatever HUB is",
+            ),
+            Step(
+                argv=(
+                    "make",
+                    "docker",
+                    f"HUB={settings.hub}",
+                    f"TAG={arch_tag}",
+                    f"BASE_VERSION={arch_tag}",
+                    f"DOCKER_TARGETS={' '.join(targets)}",
+                ),
                 cwd=istio_dir,
                 env=image_env,
                 description="images; skipped for " + arch.value + ": " + (", ".join(skipped) or "none"),
             ),
+            Step(
+                argv=(INTERNAL, "finalize", *image_names),
+                cwd=istio_dir,
+                description="image config: OCI labels naming the source repositories and commits, and the "
+                "target platform (the classic builder records the host's)",
+            ),
         ),
         inputs=(istio_dir, str(artifacts / "envoy")),
-        outputs=tuple(f"{settings.hub}/{t.removeprefix('docker.')}:{tag}" for t in targets),
+        outputs=image_names,
+        notes=tuple(f"base image {k} -> {v}" for k, v in sorted(base_map.items()))
+        or ("base images as upstream's Dockerfiles name them",),
+        data={"labels": labels, "platform": arch.oci_platform, "base_images": base_map},
     )
 
     verify = Stage(
         name=StageName.VERIFY,
         summary="check every image: platform, ELF arch of every file, envoy --version, labels",
-        steps=(
-            Step(
-                argv=(INTERNAL, "verify", f"--arch={arch.value}", f"--hub={settings.hub}", f"--tag={tag}"),
-                cwd=str(root),
-            ),
-        ),
-        inputs=images.outputs,
+        steps=(Step(argv=(INTERNAL, "verify", f"--arch={arch.value}", *image_names), cwd=str(root)),),
+        inputs=image_names,
         outputs=(str(out_dir / "verify.json"),),
+        data={"labels": labels},
     )
+    stages = [checkout, patch, toolchain_stage, proxy, istio, images, verify]
+    if settings.push:
+        stages.append(
+            Stage(
+                name=StageName.PUBLISH,
+                summary=f"push the images to {settings.hub} (credentials from the docker config; never printed)",
+                steps=(Step(argv=(INTERNAL, "push", *image_names), cwd=str(root)),),
+                inputs=image_names,
+                outputs=(str(out_dir / "pushed.json"),),
+            )
+        )
     record = Stage(
         name=StageName.RECORD,
-        summary="record what was built: pins, patches with sha256, toolchain, artifacts",
+        summary="record what was built: pins, patches with sha256, toolchain, artifacts, images",
         steps=(Step(argv=(INTERNAL, "record", str(out_dir / "build-record.json")), cwd=str(root)),),
         inputs=(),
         outputs=(str(out_dir / "build-record.json"),),
     )
+    stages.append(record)
     return BuildPlan(
         release=release.version,
         arch=arch,
@@ -459,7 +510,7 @@ def make_plan(
         workdir=str(settings.workdir),
         tag=tag,
         page_size=page_size,
-        stages=(checkout, patch, toolchain_stage, proxy, istio, images, verify, record),
+        stages=tuple(stages),
         notes=tuple(notes),
     )
 

@@ -71,6 +71,7 @@ class Release:
     skip_docker_targets: Mapping[Arch, tuple[str, ...]]
     series: Mapping[Component, tuple[str, ...]]
     downloads: tuple[Mapping[str, Any], ...] = ()  # files init scripts would fetch (templates)
+    base_images: Mapping[Arch, Mapping[str, str]] = dataclasses.field(default_factory=dict)  # release's defaults
     note: str = ""
 
     def docker_targets_for(self, arch: Arch) -> tuple[str, ...]:
@@ -97,7 +98,7 @@ _LINE_KEYS = {
     "repos": dict,
     "patches": dict,
 }
-_OPTIONAL_LINE_KEYS = {"downloads": list}
+_OPTIONAL_LINE_KEYS = {"downloads": list, "base_images": dict}
 _DOWNLOAD_KEYS = {"name": str, "url": str, "sha256": str, "into": str, "place": list, "extract": str, "touch": list}
 _RELEASE_KEYS = {"proxy", "istio", "envoy", "extra_patches", "note"}
 
@@ -234,8 +235,16 @@ def _build(path: Path, where: str, version: str, line: Mapping[str, Any], table:
             raise _fail(path, where_dl, "sha256 must be 64 hex characters")
         downloads.append(dict(item))
 
+    base_images: dict[Arch, dict[str, str]] = {}
+    for arch_name, mapping in line["base_images"].items():
+        try:
+            base_images[Arch(arch_name)] = {str(k): str(v) for k, v in mapping.items()}
+        except (ValueError, AttributeError):
+            raise _fail(path, f"{where} base_images", f"unknown arch {arch_name!r} or not a table") from None
+
     return Release(
         version=version,
+        base_images=base_images,
         downloads=tuple(downloads),
         line=line["name"],
         pins={

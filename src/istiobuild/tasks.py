@@ -174,6 +174,10 @@ def patch(
         dry_run="print the commands each stage would run; run nothing",
         downloads="directory holding files upstream scripts would download (1.5.x wasm, 1.4.x helm); "
         "ISTIOBUILD_DOWNLOADS",
+        hub="image repository prefix, e.g. 127.0.0.1:5000/istio (default istio); images are tagged "
+        "<hub>/<name>:<tag>-<arm64|amd64>",
+        tag="image tag (default: the release)",
+        push="push the verified images to --hub (credentials from the docker config, never printed)",
     )
 )
 @handled
@@ -191,6 +195,9 @@ def build(
     remote_cache: str | None = None,
     dry_run: bool = False,
     downloads: str | None = None,
+    hub: str | None = None,
+    tag: str | None = None,
+    push: bool = False,
 ) -> None:
     """Run the pipeline in plan order; resumes where it stopped and skips stages that are up to date.
 
@@ -207,6 +214,9 @@ def build(
         jobs=jobs,
         remote_cache=remote_cache,
         downloads=downloads,
+        hub=hub,
+        tag=tag,
+        push=push or None,
         force=force,
         dry_run=dry_run,
     )
@@ -251,7 +261,82 @@ def example(c: Context, dest: str = "istiobuild-work/example-upstream") -> None:
         print(f"{name:<6} {repo}")
 
 
-ns = Collection(releases, plan, checkout, patch, build, example)
+@task(
+    help={
+        "image": "image to verify (repeatable)",
+        "arch": "the arch the images must be for: aarch64 or x86_64",
+        "labels": "also require istiobuild's OCI labels naming the source repos and commits",
+        "json": "print machine-readable JSON",
+    },
+    iterable=["image"],
+)
+@handled
+def verify(c: Context, image: list[str], arch: str = "", labels: bool = False, json_: bool = False) -> None:
+    """Verify images, also ones built elsewhere: platform, every ELF's arch, envoy --version, labels."""
+    from istiobuild import images
+
+    if not image:
+        raise UsageError("no image to verify", hint="pass --image NAME (repeatable)")
+    target = parse_arch(arch) if arch else host_arch()
+    cli = images.client()
+    findings = []
+    for name in image:
+        wanted = None
+        if labels:
+            found = cli.images.get(name).attrs.get("Config", {}).get("Labels") or {}
+            wanted = {k: v for k, v in found.items() if k.startswith("io.istiobuild.")} or {
+                "io.istiobuild.release": "?"
+            }
+        findings += images.verify_image(cli, name, target, labels=wanted)
+    if json_:
+        print(json.dumps([vars(f) for f in findings], indent=2))
+    else:
+        for f in findings:
+            print(f"{'ok' if f.ok else 'FAIL':<4}  {f.image}  {f.what}")
+    bad = [f for f in findings if not f.ok]
+    if bad:
+        raise Exit(f"error: {bad[0].image}: {bad[0].what}", code=7)
+
+
+@task(
+    help={
+        "hub": "image repository prefix the per-arch images were pushed to, e.g. 127.0.0.1:5000/istio",
+        "tag": "the tag to create; joins <name>:<tag>-arm64 and <name>:<tag>-amd64",
+        "names": "image names, comma-separated (default: every image of the release's DOCKER_TARGETS)",
+        "arches": "arches to join, comma-separated (default aarch64,x86_64)",
+        "release": "release whose images these are (default 1.5.0)",
+        "insecure": "talk plain HTTP to the registry (default: only for localhost / 127.x)",
+    }
+)
+@handled
+def manifest(
+    c: Context,
+    hub: str,
+    tag: str = "",
+    names: str = "",
+    arches: str = "aarch64,x86_64",
+    release_: str | None = None,
+    insecure: bool = False,
+) -> None:
+    """Join per-arch images, built in different runs or on different machines, into multi-arch tags."""
+    from istiobuild import images
+
+    settings, _ = config.load({"release": release_})
+    rel = release.get(settings.release)
+    wanted = [parse_arch(a) for a in arches.split(",") if a]
+    tag = tag or rel.version
+    image_names = [n for n in names.split(",") if n] or [
+        t.removeprefix("docker.") for t in rel.docker_targets if all(t in rel.docker_targets_for(a) for a in wanted)
+    ]
+    local = hub.split("/", 1)[0].split(":", 1)[0] in ("localhost", "127.0.0.1") or hub.startswith("127.")
+    log = settings.workdir / "logs" / f"manifest-{tag}.log"
+    for name in image_names:
+        target = f"{hub}/{name}:{tag}"
+        images.manifest(target, [f"{target}-{a.goarch}" for a in wanted], insecure=insecure or local, log=log)
+        print(f"{target}: {', '.join(a.oci_platform for a in wanted)}")
+
+
+ns = Collection(releases, plan, checkout, patch, build, example, verify, manifest)
 ns.add_task(doctor_, name="doctor")
 
 __all__ = ["UsageError", "ns"]
