@@ -70,3 +70,26 @@ def upstream_copy(example_upstream: Path, tmp_path: Path) -> Path:
     dest = tmp_path / "upstream"
     shutil.copytree(example_upstream, dest, symlinks=True)
     return dest
+
+
+def _docker_ids(*args: str) -> set[str]:
+    import shutil as _shutil
+
+    if _shutil.which("docker") is None:
+        return set()
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
+    return set(proc.stdout.split()) if proc.returncode == 0 else set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _docker_cleanup() -> Iterator[None]:
+    """Remove every container and image the suite created; leave what was there before alone."""
+    containers = _docker_ids("ps", "-aq", "--no-trunc")
+    images = _docker_ids("images", "-aq", "--no-trunc")
+    yield
+    new_containers = _docker_ids("ps", "-aq", "--no-trunc") - containers
+    if new_containers:
+        subprocess.run(["docker", "rm", "-f", *new_containers], capture_output=True, check=False)
+    new_images = _docker_ids("images", "-aq", "--no-trunc") - images
+    if new_images:
+        subprocess.run(["docker", "rmi", "-f", *new_images], capture_output=True, check=False)

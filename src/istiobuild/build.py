@@ -500,6 +500,12 @@ def stage_key(previous: str, stage: Stage) -> str:
     return stamps.key(previous, dataclasses.asdict(stage), extra)
 
 
+def _images_present(names: Iterable[str]) -> bool:
+    """A stamped images stage is only up to date while its images still exist."""
+    result = run(["docker", "image", "inspect", "--format", "{{.Id}}", *names], capture=True, check=False)
+    return result.returncode == 0
+
+
 def _preflight(ctx: Context, stages: Iterable[StageName]) -> None:
     """Run the doctor's checks for the stages about to run; stop before any work if one fails."""
     needed = {s.value for s in stages}
@@ -544,7 +550,11 @@ def build(
             or ctx.force
             or (from_stage is not None and order.index(s.name) >= order.index(from_stage))
             or not book.matches(s.name.value, keys[s.name])
+            or (s.name is StageName.IMAGES and not _images_present(s.outputs))
         ]
+        if pending:  # everything after the first stage that runs runs too
+            first = to_run.index(pending[0])
+            pending = to_run[first:]
         if pending and not ctx.dry_run:
             _preflight(ctx, [s.name for s in pending])
         for stage in ctx.plan.stages:
