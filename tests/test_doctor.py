@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+from helpers import invoke
 from istiobuild import doctor, release, toolchain
 from istiobuild.arch import Arch
 from istiobuild.plan import make_plan
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def invoke(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("ISTIOBUILD_")}
-    full.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def test_checks_cover_what_the_plan_needs(settings_for) -> None:  # type: ignore[no-untyped-def]

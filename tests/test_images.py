@@ -21,6 +21,8 @@ from pathlib import Path
 import bcrypt
 import pytest
 
+from helpers import invoke, one_error
+
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
@@ -54,29 +56,8 @@ def start_registry(tmp: Path, htpasswd: Path | None = None) -> tuple[str, subpro
     pytest.fail("docker-registry did not start", pytrace=False)
 
 
-def invoke(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("ISTIOBUILD_")}
-    full.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-
-
 def docker(*args: str, check: bool = True) -> str:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check).stdout
-
-
-def one_error(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode != 0, proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
-    return errors[0]
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import invoke
 from istiobuild.errors import UsageError
 from istiobuild.stamps import workdir_lock
 
@@ -54,17 +55,6 @@ def env_with_fake_go(tmp_path: Path, **extra: str) -> dict[str, str]:
     env["PATH"] = f"{bindir}:{env['PATH']}"
     env.update(extra)
     return env
-
-
-def invoke(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
 
 
 def test_failure_names_stage_log_and_tail_then_resumes(built: Path, tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -201,12 +200,7 @@ def run_step(ctx: Context, stage: str, step: Step) -> None:
         )
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+sha256_of = downloads.sha256_file
 
 
 def run_target_binary(ctx: Context, binary: Path, *args: str, stage: str) -> str:

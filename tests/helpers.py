@@ -1,0 +1,32 @@
+"""Running the commands as users do, for the end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def invoke(
+    *args: str, cwd: Path = REPO, env: Mapping[str, str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """`invoke ARGS` from this checkout, without the caller's ISTIOBUILD_* settings (plus `env`)."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("ISTIOBUILD_")}
+    full.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
+        cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def one_error(proc: subprocess.CompletedProcess[str]) -> str:
+    """Non-zero exit, no traceback, exactly one `error:` line; returns that line."""
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
