@@ -7,8 +7,6 @@ import hashlib
 import http.server
 import io
 import os
-import subprocess
-import sys
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import invoke
 from istiobuild import downloads
 from istiobuild.errors import SourceError
 
@@ -112,28 +111,7 @@ def test_place_copies_extracts_and_stamps(tmp_path: Path) -> None:
 
 
 def test_build_stops_before_any_work_when_a_download_is_unpinned(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ISTIOBUILD_")}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "invoke",
-            "--search-root",
-            str(REPO),
-            "build",
-            "--release",
-            "1.5.0",
-            "--arch",
-            "aarch64",
-            "--workdir",
-            str(tmp_path / "w"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = invoke("build", "--release", "1.5.0", "--arch", "aarch64", "--workdir", str(tmp_path / "w"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "needs stats-73f240a29bece92a8882a36893ccce07b4a54664.wasm" in proc.stderr
     assert "nothing was changed" in proc.stderr

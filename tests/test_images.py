@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tarfile
 import time
 import uuid
@@ -203,29 +202,8 @@ def test_missing_base_image_for_the_arch(pipeline: tuple[Path, str], tmp_path: P
     (tmp_path / "istiobuild.toml").write_text(
         '[base_images.aarch64]\n"debian:bookworm-slim" = "example.invalid/nobase:1"\n'
     )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "invoke",
-            "--search-root",
-            str(REPO),
-            "build",
-            "--release",
-            "example",
-            "--arch",
-            "aarch64",
-            "--toolchain",
-            "gcc",
-            "--workdir",
-            str(work),
-        ],
-        cwd=tmp_path,
-        env={k: v for k, v in os.environ.items() if not k.startswith("ISTIOBUILD_")},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
+    proc = invoke(
+        "build", "--release", "example", "--arch", "aarch64", "--toolchain", "gcc", "--workdir", str(work), cwd=tmp_path
     )
     line = one_error(proc)
     assert "base image example.invalid/nobase:1 for linux/arm64 is not available" in line
