@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  git make ca-certificates file binutils
+  git make ca-certificates file binutils curl
   gcc g++ clang lld libc++-dev libc++abi-dev
   gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu
   bazel-bootstrap default-jdk-headless generate-ninja ninja-build golang-go

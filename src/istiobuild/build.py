@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from istiobuild import baseimages, doctor, downloads, sources, stamps
+from istiobuild import baseimages, container, doctor, downloads, sources, stamps
 from istiobuild import patches as patchmod
 from istiobuild.arch import Arch
 from istiobuild.config import Settings
@@ -123,8 +123,11 @@ def do_patch(ctx: Context) -> dict[str, object]:
 # toolchain
 
 
-def _compiler_version(cc: str) -> str:
-    result = run([cc, "--version"], capture=True, check=False, what=f"run {cc} --version")
+def _compiler_version(ctx: Context, cc: str) -> str:
+    argv = [cc, "--version"]
+    if ctx.settings.in_container:
+        argv = in_builder(ctx, argv, ctx.settings.workdir, {})
+    result = run(argv, capture=True, check=False, what=f"run {cc} --version")
     first = (result.stdout or "\n".join(result.tail)).strip().splitlines()
     return first[0] if first else ""
 
@@ -134,13 +137,13 @@ def do_toolchain(ctx: Context) -> None:
     tc, arch, host = ctx.toolchain, ctx.plan.arch, ctx.plan.host
     binaries = tc.binaries_for(arch, host)
     for role in ("cc", "cxx"):
-        if which(binaries[role]) is None:
+        if not ctx.settings.in_container and which(binaries[role]) is None:
             raise ToolError(
                 f"{binaries[role]} ({role} of toolchain {tc.name}) is not installed",
                 hint=f"install it (`invoke doctor --toolchain {tc.name}` lists every tool), or pick another "
                 "--toolchain (clang, gcc, clang-9, gcc-7.3)",
             )
-    line = _compiler_version(binaries["cc"])
+    line = _compiler_version(ctx, binaries["cc"])
     version = _version_in(line)
     if not version or not tc.accepts(version):
         raise ToolError(
@@ -155,9 +158,13 @@ def do_toolchain(ctx: Context) -> None:
     source.write_text('#include <stdio.h>\nint main(void) { puts("probe"); return 0; }\n')
     env = tc.env_for(arch, host)
     flags = [f"--target={arch.triple}"] if (arch != host and tc.family.value == "clang") else []
+    probe_argv = [binaries["cc"], *flags, "-static", str(source), "-o", str(probe / "probe")]
+    probe_env = {k: v for k, v in env.items() if k not in ("CFLAGS", "CXXFLAGS", "LDFLAGS")}
+    if ctx.settings.in_container:
+        probe_argv, probe_env = in_builder(ctx, probe_argv, probe, probe_env), {}
     run(
-        [binaries["cc"], *flags, "-static", str(source), "-o", str(probe / "probe")],
-        env={k: v for k, v in env.items() if k not in ("CFLAGS", "CXXFLAGS", "LDFLAGS")},
+        probe_argv,
+        env=probe_env,
         log=ctx.log("toolchain"),
         what=f"compile a test program for {arch} with {binaries['cc']}",
     )
@@ -183,14 +190,32 @@ def _version_in(line: str) -> str:
 # proxy and istio
 
 
+def in_builder(ctx: Context, argv: list[str], cwd: Path, env: dict[str, str]) -> list[str]:
+    """The docker run argv for a command of a containerized stage."""
+    home = ctx.settings.cache / "builder-home"
+    home.mkdir(parents=True, exist_ok=True)
+    return container.wrap(
+        argv,
+        image=ctx.settings.builder,
+        platform=ctx.plan.arch.oci_platform,
+        cwd=cwd,
+        env=env,
+        mounts=[ctx.settings.workdir, ctx.settings.cache],
+        home=home,
+    )
+
+
 def run_step(ctx: Context, stage: str, step: Step) -> None:
     """One planned command, logged in full to its file, its tail on screen when it fails."""
     log = ctx.log(stage)
+    argv, env = list(step.argv), dict(step.env)
+    if step.container:
+        argv, env = in_builder(ctx, argv, Path(step.cwd), env), {}
     with ctx.console.live(f"{stage}: {' '.join(step.argv[:2])}", log) as on_line:
         run(
-            step.argv,
+            argv,
             cwd=Path(step.cwd),
-            env=step.env,
+            env=env,
             log=log,
             secrets=ctx.secrets(),
             on_line=on_line,
@@ -503,8 +528,28 @@ def _images_present(names: Iterable[str]) -> bool:
 def _preflight(ctx: Context, stages: Iterable[StageName]) -> None:
     """Run the doctor's checks for the stages about to run; stop before any work if one fails."""
     needed = {s.value for s in stages}
+    if ctx.settings.in_container and needed & {"toolchain", "proxy", "istio"}:
+        from istiobuild import images
+
+        cli = images.client()
+        if not images.has_image(cli, ctx.settings.builder):
+            raise ToolError(
+                f"builder image {ctx.settings.builder} does not exist",
+                hint="build it from dockerfiles/ (dockerfiles/README.md), for the target platform",
+            )
+        os_, have = images.image_arch(cli, ctx.settings.builder)
+        if have != ctx.plan.arch.goarch:
+            raise ToolError(
+                f"builder image {ctx.settings.builder} is {os_}/{have}, the target is {ctx.plan.arch.oci_platform}",
+                hint=f"build the builder with --platform {ctx.plan.arch.oci_platform}",
+            )
+        in_builder_stages = {"toolchain", "proxy", "istio"}
+    else:
+        in_builder_stages = set()
     if "istio" in needed:
         check_downloads(ctx)
+    if in_builder_stages:  # those are checked in the builder (above), not on the host
+        needed = (needed - in_builder_stages) | {"images"}
     checks = doctor.run_checks(ctx.plan, ctx.release, ctx.toolchain, ctx.settings, stages=needed)
     failed = [c for c in checks if not c.ok]
     if failed:

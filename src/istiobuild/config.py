@@ -50,6 +50,8 @@ class Settings:
     downloads: str = ""  # directory holding files upstream scripts would download (wasm, ...)
     jvm_heap: str = "3g"  # bazel server -Xmx (small ARM machines OOM with the default)
     push: bool = False  # push the images to `hub` after verifying them
+    in_container: bool = False  # run the toolchain, proxy and istio stages inside `builder`
+    builder: str = ""  # builder image (dockerfiles/), for --in-container
     bazel_version: str = ""  # USE_BAZEL_VERSION for bazelisk (default: the release's .bazelversion)
 
     def __repr__(self) -> str:  # keep the secret out of tracebacks and debug output
@@ -67,7 +69,7 @@ class Settings:
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 _MAPPINGS = {"repos", "base_images"}
 _INTS = {"jobs"}
-_BOOLS = {"push"}
+_BOOLS = {"push", "in_container"}
 _PATHS = {"workdir", "cache_dir"}
 
 

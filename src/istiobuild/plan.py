@@ -48,10 +48,12 @@ class Step:
     cwd: str
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     description: str = ""
+    container: str = ""  # builder image the command runs in ("" = on the host)
 
     def render(self) -> str:
         delta = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
-        return f"(cd {shlex.quote(self.cwd)} && {delta + ' ' if delta else ''}{shlex.join(self.argv)})"
+        inside = f"[in {self.container}] " if self.container else ""
+        return f"{inside}(cd {shlex.quote(self.cwd)} && {delta + ' ' if delta else ''}{shlex.join(self.argv)})"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -149,6 +151,14 @@ def make_plan(
     release: Release, arch: Arch, toolchain: Toolchain, settings: Settings, *, host: Arch, host_page_size: str = "4k"
 ) -> BuildPlan:
     """Every stage of the pipeline for (release, arch, toolchain, settings)."""
+    if settings.in_container:
+        if not settings.builder:
+            raise UsageError(
+                "--in-container needs a builder image",
+                hint="build one from dockerfiles/ (see dockerfiles/README.md) and pass --builder IMAGE",
+            )
+        # inside the builder the target arch is native (or emulated): no cross compilation
+        host = arch
     root = release_dir(settings, release)
     _check_path(settings.workdir, "workdir")
     _check_path(settings.cache, "cache_dir")
@@ -510,8 +520,17 @@ def make_plan(
         workdir=str(settings.workdir),
         tag=tag,
         page_size=page_size,
-        stages=tuple(stages),
+        stages=tuple(_in_container(s, settings.builder) for s in stages) if settings.in_container else tuple(stages),
         notes=tuple(notes),
+    )
+
+
+def _in_container(stage: Stage, builder: str) -> Stage:
+    if stage.name not in (StageName.TOOLCHAIN, StageName.PROXY, StageName.ISTIO):
+        return stage
+    steps = tuple(s if s.argv[0] == INTERNAL else dataclasses.replace(s, container=builder) for s in stage.steps)
+    return dataclasses.replace(
+        stage, steps=steps, data={**stage.data, "container": builder}, notes=(*stage.notes, f"runs in {builder}")
     )
 
 

@@ -114,7 +114,21 @@ def releases(c: Context, json_: bool = False) -> None:
         )
 
 
-@task(help=_help("release", "arch", "toolchain", "workdir", "mirror", "json"))
+@task(
+    help=_help(
+        "release",
+        "arch",
+        "toolchain",
+        "workdir",
+        "mirror",
+        "json",
+        "page_size",
+        hub="image repository prefix (as for build)",
+        push="plan the publish stage too",
+        in_container="plan the toolchain, proxy and istio stages inside --builder",
+        builder="builder image for --in-container",
+    )
+)
 @handled
 def plan(
     c: Context,
@@ -124,9 +138,25 @@ def plan(
     workdir: str | None = None,
     mirror: str | None = None,
     json_: bool = False,
+    page_size: str | None = None,
+    hub: str | None = None,
+    push: bool = False,
+    in_container: bool = False,
+    builder: str | None = None,
 ) -> None:
     """Print every stage of the build (argv, cwd, env, inputs, outputs, patches) without running it."""
-    ctx = _context(release_, arch, toolchain_, workdir=workdir, mirror=mirror)
+    ctx = _context(
+        release_,
+        arch,
+        toolchain_,
+        workdir=workdir,
+        mirror=mirror,
+        page_size=page_size,
+        hub=hub,
+        push=push or None,
+        in_container=in_container or None,
+        builder=builder,
+    )
     print(ctx.plan.dumps() if json_ else render(ctx.plan))
 
 
@@ -178,6 +208,8 @@ def patch(
         "<hub>/<name>:<tag>-<arm64|amd64>",
         tag="image tag (default: the release)",
         push="push the verified images to --hub (credentials from the docker config, never printed)",
+        in_container="run the toolchain, proxy and istio stages inside --builder (for the target platform)",
+        builder="builder image for --in-container (see dockerfiles/)",
     )
 )
 @handled
@@ -198,6 +230,8 @@ def build(
     hub: str | None = None,
     tag: str | None = None,
     push: bool = False,
+    in_container: bool = False,
+    builder: str | None = None,
 ) -> None:
     """Run the pipeline in plan order; resumes where it stopped and skips stages that are up to date.
 
@@ -217,6 +251,8 @@ def build(
         hub=hub,
         tag=tag,
         push=push or None,
+        in_container=in_container or None,
+        builder=builder,
         force=force,
         dry_run=dry_run,
     )
@@ -336,6 +372,24 @@ def manifest(
         print(f"{target}: {', '.join(a.oci_platform for a in wanted)}")
 
 
+@task(
+    help={
+        "image": "name for the builder image (default istiobuild/host-builder:<goarch>)",
+        "workdir": COMMON_HELP["workdir"],
+    }
+)
+@handled
+def host_builder(c: Context, image: str = "", workdir: str | None = None) -> None:
+    """Make a builder image offline from this machine's installed Debian packages (for --in-container)."""
+    from istiobuild import hostbuilder, images
+
+    settings, _ = config.load({"workdir": workdir})
+    images.client()
+    name = image or f"istiobuild/host-builder:{host_arch().goarch}"
+    hostbuilder.make(name, settings.cache / "host-builder", settings.workdir / "logs" / "host-builder.log")
+    print(name)
+
+
 ns = Collection(releases, plan, checkout, patch, build, example, verify, manifest)
 ns.add_task(doctor_, name="doctor")
 
@@ -382,3 +436,4 @@ def check_patches(c: Context, mirrors: str = "", release_: str | None = None) ->
 
 
 ns.add_task(check_patches, name="check-patches")
+ns.add_task(host_builder, name="host-builder")
