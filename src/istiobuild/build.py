@@ -19,6 +19,7 @@ from istiobuild.console import Console
 from istiobuild.elf import elf_files, is_elf
 from istiobuild.elf import read as read_elf
 from istiobuild.errors import IstiobuildError, PatchError, StepFailed, ToolError, UsageError
+from istiobuild.git import head
 from istiobuild.plan import INTERNAL, BuildPlan, Stage, StageName, Step, remote_flagfile, secret_bazel_flags
 from istiobuild.release import Component, Release
 from istiobuild.resources import data_root
@@ -104,7 +105,7 @@ def do_patch(ctx: Context) -> dict[str, object]:
                 f"{path} has local changes that istiobuild did not make",
                 hint="commit or stash them first, or run checkout with --force to save them in a git stash",
             )
-        patchmod.check(path, sources.head_of(path), wanted)
+        patchmod.check(path, head(path), wanted)
         work.append((comp, wanted))
     for comp, wanted in work:
         state, changed = patchmod.apply(srcs[comp].path, wanted)

@@ -162,7 +162,8 @@ def run_checks(
                 fix="" if ok else "apt-get install golang-go (or a Go >= the go.mod directive)",
             )
         )
-        checks.append(_tool("make", ["make", "--version"], "GNU make", "apt-get install make"))
+        if "proxy" not in stages:  # the proxy stage checked make already
+            checks.append(_tool("make", ["make", "--version"], "GNU make", "apt-get install make"))
     if {"images", "verify", "publish"} & set(stages):
         checks.append(
             _tool(

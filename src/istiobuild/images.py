@@ -213,12 +213,15 @@ class Finding:
     what: str
 
 
-def scan_elves(stream: Iterable[bytes], arch: Arch) -> tuple[int, list[tuple[str, str]]]:
-    """Read an exported filesystem tar; returns (ELF files seen, [(path, machine)] of the wrong ones)."""
+def scan_elves(stream: Iterable[bytes], arch: Arch) -> tuple[int, list[tuple[str, str]], set[str]]:
+    """Read an exported filesystem tar once; returns (ELF files seen, [(path, machine)] of the wrong
+    ones, every regular file's path)."""
     reader = _StreamReader(stream)
-    count, wrong = 0, []
+    count, wrong, files = 0, [], set()
     with tarfile.open(fileobj=reader, mode="r|") as tar:
         for member in tar:
+            if member.isfile():
+                files.add("/" + member.name.lstrip("./"))
             if not member.isfile() or member.size < 20:
                 continue
             fh = tar.extractfile(member)
@@ -231,7 +234,7 @@ def scan_elves(stream: Iterable[bytes], arch: Arch) -> tuple[int, list[tuple[str
             machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
             if machine != arch.elf_machine:
                 wrong.append(("/" + member.name.lstrip("./"), MACHINE_NAMES.get(machine, f"machine {machine}")))
-    return count, wrong
+    return count, wrong, files
 
 
 class _StreamReader(io.RawIOBase):
@@ -269,13 +272,13 @@ def verify_image(
     findings.append(Finding(image=image, ok=platform == arch.oci_platform, what=f"platform {platform}"))
     container = cli.containers.create(image, entrypoint=["/nonexistent"], platform=arch.oci_platform)
     try:
-        count, wrong = scan_elves(container.export(), arch)
+        count, wrong, files = scan_elves(container.export(), arch)
     finally:
         container.remove(force=True)
     for path, machine in wrong:
         findings.append(Finding(image=image, ok=False, what=f"{path} is a {machine} binary, not {arch}"))
     findings.append(Finding(image=image, ok=not wrong, what=f"{count} ELF files, {count - len(wrong)} for {arch}"))
-    if _exists(cli, image, envoy, arch):
+    if envoy in files:
         try:
             out = cli.containers.run(
                 image, entrypoint=[envoy], command=["--version"], remove=True, platform=arch.oci_platform, stderr=True
@@ -300,17 +303,6 @@ def verify_image(
             )
         )
     return findings
-
-
-def _exists(cli: Any, image: str, path: str, arch: Arch) -> bool:
-    container = cli.containers.create(image, entrypoint=["/nonexistent"], platform=arch.oci_platform)
-    try:
-        container.get_archive(path)
-        return True
-    except Exception:
-        return False
-    finally:
-        container.remove(force=True)
 
 
 # ---------------------------------------------------------------------------------------------

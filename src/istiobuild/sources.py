@@ -11,7 +11,7 @@ from pathlib import Path
 from istiobuild.config import Settings
 from istiobuild.errors import SourceError
 from istiobuild.git import changed_paths, git, has_commit, head, out
-from istiobuild.patches import pristine_or_ours, read_state, revert_recorded
+from istiobuild.patches import pristine_or_ours, revert_recorded
 from istiobuild.release import Component, Pin, Release
 
 EXAMPLE_SCHEME = "example:"
@@ -229,19 +229,3 @@ def checkout(settings: Settings, source: Source, *, force: bool, note: Callable[
     git(dest, "update-ref", "refs/istiobuild/pinned", sha)
     git(dest, "checkout", "--quiet", "--detach", sha)
     return CheckoutResult(component=source.component, path=dest, commit=sha, action="switched", stash=stash)
-
-
-def status(path: Path) -> dict[str, object]:
-    """What a checkout holds now (for `record` and `plan`)."""
-    if not (path / ".git").exists():
-        return {"present": False}
-    state = read_state(path)
-    return {
-        "present": True,
-        "commit": head(path),
-        "patches": [n for n, _ in state.patches] if state else [],
-    }
-
-
-def head_of(path: Path) -> str:
-    return head(path)
