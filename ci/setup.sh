@@ -18,6 +18,7 @@ APT_PACKAGES=(
   bazel-bootstrap default-jdk-headless generate-ninja ninja-build golang-go
   qemu-user-static binfmt-support
   docker.io docker-registry
+  nginx-light
 )
 
 SUDO=

@@ -84,6 +84,50 @@ def test_secrets_never_reach_echo_or_log(tmp_path: Path) -> None:
     assert "s3cr3t" not in format_command(["x", secret], cwd=None, env={}, secrets=[secret])
 
 
+SPLIT = "Authorization: Bearer sp1it-s3cr3t"
+
+
+@pytest.mark.parametrize("offset", [(1 << 20) - 7, (1 << 20) - 1, 1 << 16])
+def test_a_secret_across_a_read_boundary_never_reaches_the_log(tmp_path: Path, offset: int) -> None:
+    """The child writes part of the secret, flushes, waits, then the rest: the reads split it."""
+    log = tmp_path / "b.log"
+    code = (
+        "import sys, time; out = sys.stdout.buffer; s = sys.argv[1].encode(); n = int(sys.argv[2]);"
+        "out.write(b'a' * n + s[:9]); out.flush(); time.sleep(0.2);"
+        "out.write(s[9:] + b'\\n'); out.flush()"
+    )
+    seen: list[str] = []
+    result = run([sys.executable, "-c", code, SPLIT, str(offset)], log=log, secrets=[SPLIT], on_line=seen.append)
+    text = log.read_text()
+    body = text.split("\n", 1)[1]
+    assert body == "a" * offset + "***\n"
+    assert "sp1it" not in text
+    assert "Bearer" not in body
+    assert result.tail[-1].endswith("aaa***")
+    assert not any("sp1it" in line for line in seen)
+
+
+def test_a_secret_in_many_small_writes_never_reaches_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "w.log"
+    code = (
+        "import os, sys, time; s = sys.argv[1].encode();"
+        "[(os.write(1, bytes([b])), time.sleep(0.002)) for b in (b'x' * 3 + s) * 4];"
+        "os.write(1, b'\\n' + (b'y' * 4093 + s) * 300)"
+    )
+    run([sys.executable, "-c", code, SPLIT], log=log, secrets=[SPLIT])
+    body = log.read_text().split("\n", 1)[1]
+    assert body == "xxx***" * 4 + "\n" + ("y" * 4093 + "***") * 300
+    assert "sp1it" not in log.read_text()
+
+
+def test_captured_stderr_is_masked_in_log_and_tail(tmp_path: Path) -> None:
+    log = tmp_path / "c.log"
+    code = "import sys; print(sys.argv[1]); print('err', sys.argv[1], file=sys.stderr)"
+    result = run([sys.executable, "-c", code, "tok3n"], capture=True, log=log, secrets=["tok3n"])
+    assert result.stdout == "tok3n\n"  # captured output is the caller's to parse
+    assert "tok3n" not in log.read_text() and result.tail == ("err ***",)
+
+
 def test_ctrl_c_stops_the_whole_process_tree(tmp_path: Path) -> None:
     pidfile = tmp_path / "child.pid"
     # a parent that starts a grandchild and ignores SIGINT, so escalation to SIGTERM is needed
