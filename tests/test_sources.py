@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from istiobuild import release, sources
+from istiobuild import git as gitmod
+from istiobuild import patches, release, run, sources
+from istiobuild.arch import Arch
 from istiobuild.errors import SourceError
 from istiobuild.release import Component
 
@@ -94,12 +98,12 @@ def test_untracked_files_and_force_saves_them(settings_for, example_upstream: Pa
     assert (envoy / "notes.txt").read_text() == "mine\n"
     notes: list[str] = []
     results = checkout_all(settings, force=True, notes=notes)
-    stash = next(r.stash for r in results if r.component is Component.ENVOY)
-    assert stash.startswith("istiobuild: saved before checkout")
-    assert stash in git(envoy, "stash", "list")
-    assert any("git stash" in n for n in notes)
-    # nothing is lost: the file comes back from the stash
-    git(envoy, "stash", "pop")
+    (ref,) = next(r.saved for r in results if r.component is Component.ENVOY)
+    assert ref.startswith("refs/istiobuild/saved/")
+    assert any(ref in n and f"git -C {envoy} diff {ref}^ {ref}" in n for n in notes)
+    assert not (envoy / "notes.txt").exists() and git(envoy, "status", "--porcelain") == ""
+    # nothing is lost: the file comes back from the saved ref
+    subprocess.run(f"git -C {envoy} diff --binary {ref}^ {ref} | git -C {envoy} apply", shell=True, check=True)
     assert (envoy / "notes.txt").read_text() == "mine\n"
 
 
@@ -163,9 +167,6 @@ def test_existing_directory_that_is_not_a_checkout(settings_for, example_upstrea
 
 
 def test_switching_commits_reverts_our_patches_first(settings_for, example_upstream: Path) -> None:  # type: ignore[no-untyped-def]
-    from istiobuild import patches
-    from istiobuild.arch import Arch
-
     settings = settings_for(mirror=str(example_upstream))
     rel = release.get(EXAMPLE)
     checkout_all(settings)
@@ -179,3 +180,159 @@ def test_switching_commits_reverts_our_patches_first(settings_for, example_upstr
     assert next(r for r in results if r.component is Component.ENVOY).action == "switched"
     assert git(envoy, "rev-parse", "HEAD") == tip
     assert git(envoy, "status", "--porcelain") == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# --force keeps everything, and only what the user made
+
+
+def commit_on_head(repo: Path, name: str, text: str, subject: str) -> str:
+    (repo / name).write_text(text)
+    git(repo, "add", name)
+    git(repo, "-c", "user.name=u", "-c", "user.email=u@u", "commit", "-q", "-m", subject)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def test_a_commit_on_the_detached_head_is_refused_then_kept(settings_for, example_upstream: Path) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_for(mirror=str(example_upstream))
+    checkout_all(settings)
+    proxy = settings.workdir / EXAMPLE / "proxy"
+    mine = commit_on_head(proxy, "MINE", "work\n", "my precious work")
+    with pytest.raises(SourceError) as err:
+        checkout_all(settings)
+    assert err.value.message == f"{proxy}: HEAD is at {mine[:12]} my precious work, a commit istiobuild did not make"
+    assert git(proxy, "rev-parse", "HEAD") == mine
+    notes: list[str] = []
+    results = checkout_all(settings, force=True, notes=notes)
+    result = next(r for r in results if r.component is Component.PROXY)
+    (ref,) = result.saved
+    assert result.action == "switched" and git(proxy, "rev-parse", "HEAD") == result.commit
+    assert git(proxy, "rev-parse", ref) == mine
+    assert any(f"git -C {proxy} checkout {ref}" in n for n in notes)
+    assert {r.action for r in checkout_all(settings)} == {"unchanged"}
+
+
+def test_force_saves_only_the_users_changes_not_our_patches(settings_for, example_upstream: Path) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_for(mirror=str(example_upstream))
+    rel = release.get(EXAMPLE)
+    checkout_all(settings)
+    envoy = settings.workdir / EXAMPLE / "envoy"
+    wanted = patches.from_shipped(patches.select(rel, Component.ENVOY, Arch.AARCH64))
+    state, _ = patches.apply(envoy, wanted)
+    patched = envoy / "bazel" / "external" / "wee8.genrule_cmd"
+    ours = patched.read_text()
+    patched.write_text(ours + "# my edit of a patched file\n")
+    (envoy / "README.md").write_text("my readme\n")
+    (envoy / "untracked").mkdir()
+    (envoy / "untracked" / "notes.txt").write_text("mine\n")
+    (envoy / ".git" / "info" / "exclude").write_text("ignored.out\n")
+    (envoy / "ignored.out").write_text("build output\n")
+    results = checkout_all(settings, force=True)
+    (ref,) = next(r.saved for r in results if r.component is Component.ENVOY)
+    # the tree is back at the pinned commit: no patch, no edit, no untracked file; ignored files stay
+    assert git(envoy, "status", "--porcelain") == "" and patches.read_state(envoy) is None
+    assert not (envoy / "untracked").exists() and (envoy / "ignored.out").read_text() == "build output\n"
+    # the saved commit holds exactly the user's changes on top of our patched tree
+    assert git(envoy, "rev-parse", f"{ref}^^{{tree}}") == state.tree
+    assert git(envoy, "rev-parse", f"{ref}^^") == git(envoy, "rev-parse", "HEAD")
+    diff = git(envoy, "diff", f"{ref}^", ref)
+    assert "+# my edit of a patched file" in diff and "+my readme" in diff and "+mine" in diff
+    assert git(envoy, "diff", "--name-only", f"{ref}^", ref).splitlines() == [
+        "README.md", "bazel/external/wee8.genrule_cmd", "untracked/notes.txt"
+    ]  # fmt: skip
+    assert "ignored.out" not in diff
+    # and it restores them on top of our patches
+    patches.apply(envoy, wanted)
+    subprocess.run(f"git -C {envoy} diff --binary {ref}^ {ref} | git -C {envoy} apply", shell=True, check=True)
+    assert patched.read_text() == ours + "# my edit of a patched file\n"
+    assert (envoy / "untracked" / "notes.txt").read_text() == "mine\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# URLs: credentials never stored or shown, hostile URLs inert
+
+
+def record_argv(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    seen: list[tuple[str, ...]] = []
+
+    def recording(argv, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(tuple(argv))
+        for item in argv:  # while git runs, the credential file is private
+            if item.startswith("credential.helper=store --file="):
+                store = Path(item.split("=", 2)[2].strip("'"))
+                assert stat.S_IMODE(store.stat().st_mode) == 0o600
+                assert stat.S_IMODE(store.parent.stat().st_mode) == 0o700
+        return run.run(argv, **kwargs)
+
+    monkeypatch.setattr(gitmod, "run", recording)
+    return seen
+
+
+def test_credentials_in_the_url_are_never_stored(settings_for, example_upstream: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    seen = record_argv(monkeypatch)
+    url = f"file://alice:s3cret@{example_upstream / 'envoy'}"
+    settings = settings_for(mirror=str(example_upstream), repos={"envoy": url})
+    rel = release.get(EXAMPLE)
+    src = next(s for s in sources.sources(rel, settings) if s.component is Component.ENVOY)
+    notes: list[str] = []
+    result = sources.checkout(settings, src, force=False, note=notes.append)
+    assert result.action == "created"
+    assert git(result.path, "remote", "get-url", "origin") == f"file://{example_upstream / 'envoy'}"
+    assert seen and not any("s3cret" in item or "alice" in item for argv in seen for item in argv)
+    assert any("credential.helper=store --file=" in item for argv in seen for item in argv)
+    assert not any("s3cret" in n for n in notes)
+    for root in (settings.workdir, settings.cache):
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                assert b"s3cret" not in path.read_bytes(), path
+    assert not (settings.cache / "secrets" / "git-credentials").exists()
+    # a checkout an older istiobuild made with the credentials in its remote is cleaned up
+    git(result.path, "remote", "set-url", "origin", url)
+    assert sources.checkout(settings, src, force=False, note=notes.append).action == "unchanged"
+    assert "s3cret" not in (result.path / ".git" / "config").read_text()
+
+
+def test_credentials_are_redacted_from_errors(settings_for, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    seen = record_argv(monkeypatch)
+    settings = settings_for(repos={"envoy": "https://alice:s3cret@127.0.0.1:9/istio/envoy"})
+    rel = release.get("1.5.0")
+    src = next(s for s in sources.sources(rel, settings) if s.component is Component.ENVOY)
+    with pytest.raises(SourceError) as err:
+        sources.fetch(settings, src, lambda _: None)
+    rendered = err.value.render()
+    assert "https://***@127.0.0.1:9/istio/envoy" in rendered and "s3cret" not in rendered
+    assert not any("s3cret" in item for argv in seen for item in argv)
+    assert not (settings.cache / "secrets" / "git-credentials").exists()
+
+
+@pytest.mark.parametrize("evil", ["--upload-pack=touch {pwned}", "ext::sh -c touch% {pwned}"])
+def test_hostile_urls_run_nothing(settings_for, tmp_path: Path, monkeypatch, evil: str) -> None:  # type: ignore[no-untyped-def]
+    seen = record_argv(monkeypatch)
+    pwned = tmp_path / "pwned"
+    settings = settings_for()
+    rel = release.get(EXAMPLE)
+    src = next(s for s in sources.sources(rel, settings) if s.component is Component.PROXY)
+    src = dataclasses.replace(src, url=evil.format(pwned=pwned))
+    with pytest.raises(SourceError) as err:
+        sources.checkout(settings, src, force=False, note=lambda _: None)
+    assert "\n" not in err.value.message
+    assert not pwned.exists()
+    for argv in seen:
+        assert "protocol.allow=never" in argv
+        if src.url in argv:
+            assert argv.index("--") < argv.index(src.url)
+
+
+def test_a_remote_that_answers_but_cannot_serve(settings_for, upstream_copy: Path) -> None:  # type: ignore[no-untyped-def]
+    envoy = upstream_copy / "envoy"
+    listing = git(envoy, "cat-file", "--batch-all-objects", "--batch-check=%(objecttype) %(objectname)")
+    for line in listing.splitlines():
+        kind, sha = line.split()
+        if kind == "blob":
+            os.unlink(envoy / ".git" / "objects" / sha[:2] / sha[2:])
+    settings = settings_for(mirror=str(upstream_copy))
+    with pytest.raises(SourceError) as err:
+        checkout_all(settings)
+    pin = release.get(EXAMPLE).pins[Component.ENVOY].commit
+    assert err.value.message.startswith(f"{envoy} has no commit {pin[:12]} / cannot serve its objects: ")
+    assert "cannot reach" not in err.value.message

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from istiobuild.errors import UsageError
+from istiobuild.fsutil import workdir_lock as workdir_lock  # noqa: PLC0414 (explicit re-export)
 
 
 def key(previous: str, *parts: Any) -> str:
@@ -46,27 +43,3 @@ class Stamps:
 
     def clear(self, stage: str) -> None:
         self._path(stage).unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def workdir_lock(workdir: Path) -> Iterator[None]:
-    """Only one build per workdir at a time."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / ".istiobuild.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = path.read_text().strip() or "another process"
-            raise UsageError(
-                f"another istiobuild is already running in {workdir} (pid {holder})",
-                hint="wait for it to finish, or use a different --workdir",
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-        os.close(fd)
