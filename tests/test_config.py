@@ -98,3 +98,28 @@ def test_invalid_toml(tmp_path: Path) -> None:
     (tmp_path / "istiobuild.toml").write_text("mirror = \n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load({}, cwd=tmp_path, env={})
+
+
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        (Layer("command line", {"release": ""}), "--release is empty; leave the flag out or give a release"),
+        (Layer("environment (ISTIOBUILD_*)", {"gn": ""}), "ISTIOBUILD_GN is empty; unset it or give a program"),
+        (Layer("f.toml", {"repos": {"envoy": ""}}), "repos.envoy in f.toml is empty; remove it or give a repository"),
+    ],
+)
+def test_empty_values_are_errors_in_every_layer(tmp_path: Path, layer: Layer, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        resolve([layer], base=tmp_path)
+    assert err.value.message.startswith(message)
+
+
+def test_none_on_the_command_line_is_unset(tmp_path: Path) -> None:
+    settings, origin = load({"mirror": None, "hub": None}, cwd=tmp_path, env={"ISTIOBUILD_HUB": "docker.io/me"})
+    assert (settings.mirror, settings.hub) == ("", "docker.io/me")
+    assert origin["hub"].startswith("environment")
+
+
+def test_load_validates(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^--hub 'x;id' is not a docker repository prefix"):
+        load({"hub": "x;id"}, cwd=tmp_path, env={})

@@ -12,18 +12,25 @@ from pathlib import Path
 from typing import Any
 
 from istiobuild.errors import ConfigError
+from istiobuild.validate import (
+    CLI_SOURCE,
+    ENV_PREFIX,
+    ENV_SOURCE,
+    check_page_size,
+    check_path_text,
+    setting_name,
+    validate,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-ENV_PREFIX = "ISTIOBUILD_"
 # ISTIOBUILD_* variables that are not settings (read by tests and tooling, not by resolve()).
 ENV_NOT_SETTINGS = frozenset({"ISTIOBUILD_UPSTREAM_MIRRORS", "ISTIOBUILD_DEBUG"})
 SECRET_KEYS = frozenset({"remote_header"})
 COMPONENT_NAMES = ("proxy", "envoy", "istio")
-PAGE_SIZES = ("auto", "4k", "64k")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -71,6 +78,32 @@ _MAPPINGS = {"repos", "base_images"}
 _INTS = {"jobs"}
 _BOOLS = {"push", "in_container"}
 _PATHS = {"workdir", "cache_dir"}
+# What to give instead of an empty value, for the message.
+_WANTED = {
+    "release": "a release such as 1.5.0",
+    "arch": "aarch64 or x86_64",
+    "toolchain": "a toolchain profile such as clang",
+    "gn": "a program name or absolute path",
+    "ninja": "a program name or absolute path",
+    "bazel": "a program name or absolute path",
+    "workdir": "a directory",
+    "cache_dir": "a directory",
+    "downloads": "a directory",
+    "mirror": "a base URL or directory",
+    "repos": "a repository URL or directory",
+    "base_images": "an image reference",
+    "hub": "a registry prefix such as docker.io/istio",
+    "tag": "a tag such as 1.5.0",
+    "jobs": "a number of jobs (0 = automatic)",
+    "page_size": "auto, 4k or 64k",
+    "jvm_heap": "a heap size such as 3g",
+    "push": "true or false",
+    "in_container": "true or false",
+    "builder": "an image reference",
+    "remote_cache": "a URL",
+    "remote_header": "NAME=VALUE",
+    "bazel_version": "a version such as 2.0.0",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,13 +119,36 @@ def _suggest(key: str, known: Sequence[str]) -> str:
     return f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(known))}"
 
 
+def _empty(value: object) -> bool:
+    return isinstance(value, str) and not value.strip()
+
+
+def _empty_error(key: str, source: str, sub: str = "") -> ConfigError:
+    undo = {ENV_SOURCE: "unset it", CLI_SOURCE: "leave the flag out"}.get(source, "remove it")
+    return ConfigError(f"{setting_name(key, source, sub)} is empty; {undo} or give {_WANTED.get(key, 'a value')}")
+
+
+def _check_empty(key: str, value: Any, source: str) -> None:
+    """An explicitly empty value is an error wherever it is written (unset means: not written)."""
+    if _empty(value):
+        raise _empty_error(key, source)
+    if not isinstance(value, Mapping):
+        return
+    for sub, inner in value.items():
+        if _empty(sub) or _empty(inner):
+            raise _empty_error(key, source, str(sub))
+        if isinstance(inner, Mapping) and any(_empty(k) or _empty(v) for k, v in inner.items()):
+            raise _empty_error(key, source, str(sub))
+
+
 def _check_keys(layer: Layer) -> None:
     for key, value in layer.values.items():
         if key not in _FIELDS:
             raise ConfigError(f"unknown config key {key!r} in {layer.source}", hint=_suggest(key, list(_FIELDS)))
+        _check_empty(key, value, layer.source)
         if key == "repos":
             if not isinstance(value, Mapping):
-                raise ConfigError(f"'repos' in {layer.source} must be a table")
+                raise ConfigError(f"{setting_name(key, layer.source)} is not a table; write it as a [repos] table")
             for comp in value:
                 if comp not in COMPONENT_NAMES:
                     raise ConfigError(
@@ -101,43 +157,76 @@ def _check_keys(layer: Layer) -> None:
                     )
 
 
+def _coerce_mapping(key: str, value: Any, name: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name} is {_kind(value)}, not a table; write it as a [{key}] table")
+    if key != "base_images":
+        if not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError(f"every value under {name} must be a string; quote them")
+        return dict(value)
+    out: dict[str, dict[str, str]] = {}
+    for arch, table in value.items():
+        if not isinstance(table, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in table.items()
+        ):
+            raise ConfigError(
+                f"{setting_name(key, None, str(arch))} in {name} must map image names to image names; "
+                'write it as [base_images.aarch64] with "from" = "to" lines'
+            )
+        out[str(arch)] = dict(table)
+    return out
+
+
+def _coerce_int(value: Any, name: str) -> int:
+    wrong = isinstance(value, (bool, float))
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        wrong = True
+    if wrong:
+        raise ConfigError(f"{name} {value!r} is not a whole number; give a number of jobs (0 = automatic)")
+    if number < 0:
+        raise ConfigError(f"{name} {value!r} is negative; give a number of jobs (0 = automatic)")
+    return number
+
+
+def _coerce_bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return text in ("1", "true", "yes", "on")
+    raise ConfigError(f"{name} {value!r} is not true or false; give true or false")
+
+
+def _coerce_path(value: str, name: str, base: Path) -> Path:
+    check_path_text(value, name)
+    try:
+        return (base / Path(value).expanduser()).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ConfigError(f"{name} {value!r} is not a usable path ({exc}); give a directory") from None
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string"}.get(type(value), "a table or list")
+
+
 def _coerce(key: str, value: Any, source: str, base: Path) -> Any:
     """Turn a raw value into the type the Settings field holds."""
+    name = setting_name(key, source)
     if key in _MAPPINGS:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key!r} in {source} must be a table")
-        if key == "base_images":
-            out: dict[str, dict[str, str]] = {}
-            for arch, table in value.items():
-                if not isinstance(table, Mapping) or not all(
-                    isinstance(k, str) and isinstance(v, str) for k, v in table.items()
-                ):
-                    raise ConfigError(f"base_images.{arch} in {source} must map image names to image names")
-                out[str(arch)] = dict(table)
-            return out
-        if not all(isinstance(v, str) for v in value.values()):
-            raise ConfigError(f"every value under {key!r} in {source} must be a string")
-        return dict(value)
+        return _coerce_mapping(key, value, name)
     if key in _INTS:
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key!r} in {source} must be a whole number, not {value!r}") from None
-        if number < 0:
-            raise ConfigError(f"{key!r} in {source} must not be negative")
-        return number
+        return _coerce_int(value, name)
     if key in _BOOLS:
-        if isinstance(value, bool):
-            return value
-        if str(value).lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            return str(value).lower() in ("1", "true", "yes", "on")
-        raise ConfigError(f"{key!r} in {source} must be true or false, not {value!r}")
+        return _coerce_bool(value, name)
     if not isinstance(value, str):
-        raise ConfigError(f"{key!r} in {source} must be a string, not {value!r}")
+        shown = "(value hidden)" if key in SECRET_KEYS else repr(value)
+        raise ConfigError(f"{name} {shown} is {_kind(value)}, not a string; quote it")
     if key in _PATHS:
-        return (base / Path(value).expanduser()).resolve() if value else None
-    if key == "page_size" and value not in PAGE_SIZES:
-        raise ConfigError(f"page_size {value!r} in {source} is not one of {', '.join(PAGE_SIZES)}")
+        return _coerce_path(value, name, base)
+    if key == "page_size":
+        return check_page_size(value, name)
     return value
 
 
@@ -173,8 +262,15 @@ def file_layers(directory: Path) -> list[Layer]:
     layers = []
     pyproject = directory / "pyproject.toml"
     if pyproject.is_file():
-        data = _read_toml(pyproject)
-        table = data.get("tool", {}).get("istiobuild")
+        tool = _read_toml(pyproject).get("tool", {})
+        if not isinstance(tool, Mapping):
+            raise ConfigError(f"[tool] in {pyproject} is {_kind(tool)}, not a table; make it a table or remove it")
+        table = tool.get("istiobuild")
+        if table is not None and not isinstance(table, Mapping):
+            raise ConfigError(
+                f"[tool] istiobuild in {pyproject} is {_kind(table)}, not a table; "
+                "write the settings under a [tool.istiobuild] section"
+            )
         if table is not None:
             layers.append(Layer(f"{pyproject} [tool.istiobuild]", table))
     own = directory / "istiobuild.toml"
@@ -189,7 +285,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
             data: dict[str, Any] = tomllib.load(fh)
             return data
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix the file") from None
+        raise ConfigError(f"{path} is not valid TOML: {exc}; fix the file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path} cannot be read ({exc.strerror or exc}); make it readable or remove it") from None
 
 
 def env_layer(env: Mapping[str, str]) -> Layer:
@@ -207,7 +307,7 @@ def env_layer(env: Mapping[str, str]) -> Layer:
             known += [f"{ENV_PREFIX}REPOS_{c.upper()}" for c in COMPONENT_NAMES]
             raise ConfigError(f"unknown environment variable {name}", hint=_suggest(name, known))
         values[key] = value
-    return Layer("environment (ISTIOBUILD_*)", values)
+    return Layer(ENV_SOURCE, values)
 
 
 def load(
@@ -216,9 +316,16 @@ def load(
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> tuple[Settings, Mapping[str, str]]:
-    """Settings for one command: files in `cwd`, the environment, then CLI flags (None = unset)."""
+    """Settings for one command: files in `cwd`, the environment, then CLI flags, validated.
+
+    A CLI value of None is unset; "" (like an empty ISTIOBUILD_* variable or `key = ""` in a file)
+    is an explicit empty value and an error. Every value is checked against its grammar
+    (`validate.validate`) before anything runs.
+    """
     directory = (cwd or Path.cwd()).resolve()
     environ = os.environ if env is None else env
-    flags = {k: v for k, v in cli.items() if v is not None and v != ""}
-    layers = [*file_layers(directory), env_layer(environ), Layer("command line", flags)]
-    return resolve(layers, base=directory)
+    flags = {k: v for k, v in cli.items() if v is not None}
+    layers = [*file_layers(directory), env_layer(environ), Layer(CLI_SOURCE, flags)]
+    settings, origin = resolve(layers, base=directory)
+    validate(settings, origin=origin)
+    return settings, origin

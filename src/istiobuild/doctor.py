@@ -1,6 +1,7 @@
-"""The doctor: every tool the plan needs, found / required / how to fix.
+"""The doctor: every tool a build needs, found / required / how to fix, versions compared.
 
-`build` runs the same checks for the stages it is about to run and stops before any work.
+`build` runs the same checks for the stages it is about to run and stops before any work. The
+checks read only their arguments (target, host, release, toolchain, settings), never a plan.
 """
 
 from __future__ import annotations
@@ -11,17 +12,23 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
+from istiobuild.arch import Arch
 from istiobuild.config import Settings
-from istiobuild.plan import BuildPlan
 from istiobuild.release import Release
 from istiobuild.run import clean_environ
 from istiobuild.toolchain import Toolchain
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 ALL_STAGES = frozenset({"checkout", "patch", "toolchain", "proxy", "istio", "images", "verify"})
+MIN_GIT = "2.20"  # git fetch by SHA, protocol v2, worktrees as the checkout uses them
+MIN_DOCKER = "20.10"  # the daemon the images stage's classic builder was tested with
+# What a release needs of the machine: (free disk GiB, memory GiB).
+EXAMPLE_NEEDS = (2, 2)
+RELEASE_NEEDS = (60, 8)
+MEMORY_SLACK = 0.9  # an "8 GiB" machine reports ~7.7 GiB MemTotal
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -61,10 +68,78 @@ def _numbers(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in match.group(1).split(".")) if match else ()
 
 
-def _tool(name: str, argv: list[str], required: str, fix: str) -> Check:
+def _at_least(line: str, wanted: str) -> bool:
+    have, want = _numbers(line), _numbers(wanted)
+    return bool(have) and have[: len(want)] >= want
+
+
+def version_in(line: str) -> str:
+    """The version in a `cc --version` first line ("... clang version 14.0.6", "gcc (Debian 12.2.0-14) 12.2.0")."""
+    tail = line.split("version", 1)[1] if "version" in line else line.rsplit(")", 1)[-1]
+    match = re.search(r"(\d+\.\d+(?:\.\d+)?)", tail) or re.search(r"(\d+(?:\.\d+)*)", line)
+    return match.group(1) if match else ""
+
+
+def _tool(
+    name: str, argv: list[str], required: str, fix: str, accepts: Callable[[str], bool] = lambda line: True
+) -> Check:
+    """Run `argv`; ok when it answers and `accepts` its first line (the version)."""
     rc, line = _first_line(argv)
-    ok = rc == 0 and bool(line)
+    ok = rc == 0 and bool(line) and accepts(line)
     return Check(name=name, found=line or "missing", required=required, ok=ok, fix="" if ok else fix)
+
+
+def _git() -> Check:
+    return _tool(
+        "git",
+        ["git", "--version"],
+        f">= {MIN_GIT}",
+        f"install git >= {MIN_GIT} (apt-get install git)",
+        lambda line: _at_least(line.replace("git version", ""), MIN_GIT),
+    )
+
+
+def _compilers(toolchain: Toolchain, arch: Arch, host: Arch) -> list[Check]:
+    binaries = toolchain.binaries_for(arch, host)
+
+    def accepts(line: str) -> bool:
+        version = version_in(line)
+        return bool(version) and toolchain.accepts(version)
+
+    return [
+        _tool(
+            binaries[role],
+            [binaries[role], "--version"],
+            f"{toolchain.name}: {toolchain.version_range}",
+            f"install {binaries[role]} ({toolchain.version_range}), or choose another --toolchain",
+            accepts,
+        )
+        for role in ("cc", "cxx")
+    ]
+
+
+def _make() -> Check:
+    return _tool("make", ["make", "--version"], "GNU make", "apt-get install make", lambda line: "GNU Make" in line)
+
+
+def _go(release: Release) -> Check:
+    return _tool(
+        "go",
+        ["go", "version"],
+        f">= {release.go} (go.mod)",
+        f"apt-get install golang-go (or a Go >= {release.go}, the go.mod directive)",
+        lambda line: _at_least(line.replace("go version go", ""), release.go),
+    )
+
+
+def _docker() -> Check:
+    return _tool(
+        "docker",
+        ["docker", "version", "--format", "{{.Server.Version}}"],
+        f"a running daemon >= {MIN_DOCKER}",
+        f"apt-get install docker.io (>= {MIN_DOCKER}); start dockerd",
+        lambda line: _at_least(line, MIN_DOCKER),
+    )
 
 
 def _bazel(settings: Settings, release: Release, proxy_dir: Path) -> Check:
@@ -105,120 +180,128 @@ def _libcxx(cxx: str, flags: list[str]) -> Check:
     )
 
 
-def run_checks(
-    plan: BuildPlan, release: Release, toolchain: Toolchain, settings: Settings, stages: Collection[str] = ALL_STAGES
-) -> list[Check]:
-    binaries = toolchain.binaries_for(plan.arch, plan.host)
-    checks = [_tool("git", ["git", "--version"], ">= 2.20", "apt-get install git")]
-    if {"toolchain", "proxy"} & set(stages):
-        checks.append(
-            _tool(
-                binaries["cc"],
-                [binaries["cc"], "--version"],
-                f"{toolchain.name}: {toolchain.version_range}",
-                f"install {binaries['cc']}",
-            )
-        )
-        checks.append(
-            _tool(
-                binaries["cxx"], [binaries["cxx"], "--version"], toolchain.version_range, f"install {binaries['cxx']}"
-            )
-        )
-    if "proxy" in stages:
-        proxy_dir = Path(plan.stage("proxy").steps[0].cwd)
+def _proxy_tools(settings: Settings, release: Release, toolchain: Toolchain, cxx: str, proxy_dir: Path) -> list[Check]:
+    checks = [
+        _make(),
+        _bazel(settings, release, proxy_dir),
+        _tool("java", ["java", "-version"], "a JDK for bazel", "apt-get install default-jdk-headless"),
+    ]
+    if release.wee8:
         checks += [
-            _tool("make", ["make", "--version"], "GNU make", "apt-get install make"),
-            _bazel(settings, release, proxy_dir),
-            _tool("java", ["java", "-version"], "a JDK for bazel", "apt-get install default-jdk-headless"),
-        ]
-        if release.wee8:
-            checks += [
-                _tool(
-                    settings.gn,
-                    [settings.gn, "--version"],
-                    "gn on PATH (wee8 genrule)",
-                    "apt-get install generate-ninja",
-                ),
-                _tool(
-                    settings.ninja,
-                    [settings.ninja, "--version"],
-                    "ninja on PATH (wee8 genrule)",
-                    "apt-get install ninja-build",
-                ),
-            ]
-        if "libc++" in toolchain.bazel_configs and release.line != "example":
-            checks.append(_libcxx(binaries["cxx"], []))
-    if "istio" in stages:
-        rc, line = _first_line(["go", "version"])
-        have = _numbers(line.replace("go version go", "")) if rc == 0 else ()
-        want = _numbers(release.go)
-        ok = bool(have) and have[: len(want)] >= want
-        checks.append(
-            Check(
-                name="go",
-                found=line or "missing",
-                required=f">= {release.go} (go.mod)",
-                ok=ok,
-                fix="" if ok else "apt-get install golang-go (or a Go >= the go.mod directive)",
-            )
-        )
-        if "proxy" not in stages:  # the proxy stage checked make already
-            checks.append(_tool("make", ["make", "--version"], "GNU make", "apt-get install make"))
-    if {"images", "verify", "publish"} & set(stages):
-        checks.append(
             _tool(
-                "docker",
-                ["docker", "version", "--format", "{{.Server.Version}}"],
-                "a running daemon",
-                "apt-get install docker.io; start dockerd",
-            )
-        )
-    if plan.arch != plan.host and {"proxy", "istio", "images", "verify"} & set(stages):
-        binfmt = Path("/proc/sys/fs/binfmt_misc") / plan.arch.qemu
-        qemu = shutil.which(f"{plan.arch.qemu}-static") or shutil.which(plan.arch.qemu)
-        ok = binfmt.exists() or qemu is not None
-        checks.append(
-            Check(
-                name=f"run {plan.arch} on {plan.host}",
-                found="binfmt registered" if binfmt.exists() else (qemu or "no binfmt, no qemu"),
-                required="qemu-user (binfmt or qemu-*-static)",
-                ok=ok,
-                fix="" if ok else "apt-get install qemu-user-static binfmt-support (then update-binfmts --enable)",
-            )
-        )
-    checks += _machine(settings, plan)
+                settings.gn, [settings.gn, "--version"], "gn on PATH (wee8 genrule)", "apt-get install generate-ninja"
+            ),
+            _tool(
+                settings.ninja,
+                [settings.ninja, "--version"],
+                "ninja on PATH (wee8 genrule)",
+                "apt-get install ninja-build",
+            ),
+        ]
+    if "libc++" in toolchain.bazel_configs and release.line != "example":
+        checks.append(_libcxx(cxx, []))
     return checks
 
 
-def _machine(settings: Settings, plan: BuildPlan) -> list[Check]:
+def _emulation(arch: Arch, host: Arch) -> Check:
+    binfmt = Path("/proc/sys/fs/binfmt_misc") / arch.qemu
+    qemu = shutil.which(f"{arch.qemu}-static") or shutil.which(arch.qemu)
+    ok = binfmt.exists() or qemu is not None
+    return Check(
+        name=f"run {arch} on {host}",
+        found="binfmt registered" if binfmt.exists() else (qemu or "no binfmt, no qemu"),
+        required="qemu-user (binfmt or qemu-*-static)",
+        ok=ok,
+        fix="" if ok else "apt-get install qemu-user-static binfmt-support (then update-binfmts --enable)",
+    )
+
+
+def run_checks(
+    *,
+    arch: Arch,
+    host: Arch,
+    page_size: str,
+    release: Release,
+    toolchain: Toolchain,
+    settings: Settings,
+    proxy_dir: Path,
+    stages: Collection[str] = ALL_STAGES,
+) -> list[Check]:
+    """Every check the `stages` need, for a build of `release` for `arch` on `host`.
+
+    `page_size` is the page size the build assumes (resolved: 4k or 64k); `proxy_dir` is the
+    proxy checkout, whose .bazelversion picks the bazel a wrapper runs.
+    """
+    wanted = set(stages)
+    checks = [_git()]
+    if {"toolchain", "proxy"} & wanted:
+        checks += _compilers(toolchain, arch, host)
+    if "proxy" in wanted:
+        checks += _proxy_tools(settings, release, toolchain, toolchain.binaries_for(arch, host)["cxx"], proxy_dir)
+    if "istio" in wanted:
+        checks.append(_go(release))
+        if "proxy" not in wanted:  # the proxy stage checked make already
+            checks.append(_make())
+    if {"images", "verify", "publish"} & wanted:
+        checks.append(_docker())
+    if arch != host and {"proxy", "istio", "images", "verify"} & wanted:
+        checks.append(_emulation(arch, host))
+    return [*checks, *_machine(settings, release, arch=arch, host=host, page_size=page_size)]
+
+
+def _needs(release: Release) -> tuple[int, int, str]:
+    """(disk GiB, memory GiB, for what) a build of the release needs."""
+    if release.line == "example":
+        return (*EXAMPLE_NEEDS, "the example release")
+    return (*RELEASE_NEEDS, f"a real envoy build ({release.version})")
+
+
+def _free_gib(path: Path) -> float:
+    return shutil.disk_usage(path).free / 2**30
+
+
+def _disk(settings: Settings, release: Release) -> Check:
     probe = settings.workdir
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    free_gb = shutil.disk_usage(probe).free / 2**30
+    free = _free_gib(probe)
+    need, _, what = _needs(release)
+    ok = free >= need
+    return Check(
+        name="free disk",
+        found=f"{free:.1f} GiB in {probe}",
+        required=f">= {need} GiB for {what}",
+        ok=ok,
+        fix="" if ok else f"free {need - free:.0f} GiB or more, or choose a --workdir on a bigger disk",
+    )
+
+
+def _memory(release: Release) -> Check:
     cores = os.cpu_count() or 1
-    mem_gb = _mem_gb()
-    jobs = max(1, min(cores, int(mem_gb // 2.5) or 1))
+    mem = _mem_gb()
+    _, need, what = _needs(release)
+    jobs = max(1, min(cores, int(mem // 2.5) or 1))
+    ok = mem == 0.0 or mem >= need * MEMORY_SLACK  # 0.0: unknown (no /proc/meminfo)
+    return Check(
+        name="cores / memory",
+        found=f"{cores} cores, {mem:.1f} GiB" if mem else f"{cores} cores, memory unknown",
+        required=f">= {need} GiB for {what}; suggested --jobs {jobs} (~2.5 GiB a job)",
+        ok=ok,
+        fix="" if ok else f"build on a machine with {need} GiB or more, or add swap (and lower --jobs)",
+    )
+
+
+def _machine(settings: Settings, release: Release, *, arch: Arch, host: Arch, page_size: str) -> list[Check]:
     page = os.sysconf("SC_PAGE_SIZE") // 1024
     return [
-        Check(
-            name="free disk",
-            found=f"{free_gb:.0f} GiB in {probe}",
-            required="~60 GiB for a real envoy build",
-            ok=True,
-            fix="" if free_gb >= 60 else "free space or move --workdir before a real release build",
-        ),
-        Check(
-            name="cores / memory",
-            found=f"{cores} cores, {mem_gb:.0f} GiB",
-            required=f"suggested --jobs {jobs} (~2.5 GiB a job)",
-            ok=True,
-        ),
+        _disk(settings, release),
+        _memory(release),
         Check(
             name="kernel page size",
             found=f"{page}K",
-            required=f"the build assumes {plan.page_size}",
+            required=f"the build assumes {page_size}",
             ok=True,
-            fix="" if f"{page}k" == plan.page_size or plan.arch != plan.host else f"pass --page-size {page}k",
+            fix="" if f"{page}k" == page_size or arch != host else f"pass --page-size {page}k",
         ),
     ]
 
