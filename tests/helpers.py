@@ -30,3 +30,15 @@ def one_error(proc: subprocess.CompletedProcess[str]) -> str:
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, proc.stderr
     return errors[0]
+
+
+def execute(plan, name: str, settings, rel, **options):  # type: ignore[no-untyped-def]
+    """Run one stage of a plan through the executor, as the pipeline does (without stamps or preflight)."""
+    from istiobuild.console import Console
+    from istiobuild.executor import Executor
+
+    ex = Executor(settings=settings, release=rel, layout=plan.layout, console=Console(tty=False), **options)
+    ex.stage = plan.stage(name)
+    for step in ex.stage.steps:
+        ex.step(step)
+    return ex

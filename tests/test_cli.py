@@ -147,4 +147,4 @@ def test_dirty_checkout_error_and_force(tmp_path: Path, example_upstream: Path) 
     assert note.read_text() == "mine"
     forced = invoke("checkout", "--release", "example", "--force", env=env)
     assert forced.returncode == 0, forced.stderr
-    assert "git stash" in forced.stderr
+    assert "refs/istiobuild/saved/" in forced.stderr

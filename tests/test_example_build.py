@@ -116,7 +116,7 @@ def build_example(arch: str, toolchain: str, workdir: Path, cache: Path, page_si
     plan: dict[str, Any] = json.loads(invoke("plan", *common, "--json", env=env))
     assert (plan["arch"], plan["page_size"]) == (arch, page_size)
     proxy_steps = next(s for s in plan["stages"] if s["name"] == "proxy")["steps"]
-    make = next(step for step in proxy_steps if step["argv"][:2] == ["make", "build_envoy"])
+    make = next(step for step in proxy_steps if step.get("argv", [])[:2] == ["make", "build_envoy"])
     startup = next(a for a in make["argv"] if a.startswith("BAZEL_STARTUP_ARGS=")).split("=", 1)[1]
     _SERVERS[make["cwd"]] = startup.split()
     invoke("build", *common, env=env)
@@ -203,7 +203,8 @@ def test_example_builds(tools: None, cache: Path, tmp_path: Path, arch: str, too
     # istio: Go binaries for the target, and bin/init.sh's copy of the envoy we built
     out_dir = istio / "out" / f"linux_{GOARCH[arch]}"
     istio_stage = next(s for s in plan["stages"] if s["name"] == "istio")
-    assert istio_stage["outputs"] == [str(out_dir)]
+    check = next(step for step in istio_stage["steps"] if step.get("action") == "CheckElves")
+    assert check["root"] == str(out_dir)
     for binary in ("pilot-discovery", "pilot-agent"):
         assert e_machine(out_dir / binary) == E_MACHINE[arch], binary
     assert run_for(arch, out_dir / "pilot-discovery").strip() == f"pilot-discovery version 0.1.0 (linux/{GOARCH[arch]})"

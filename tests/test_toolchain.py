@@ -8,20 +8,23 @@ from pathlib import Path
 
 import pytest
 
-from istiobuild import build, elf, release, toolchain
+from helpers import execute
+from istiobuild import elf, release, toolchain
 from istiobuild.arch import Arch, host_arch
-from istiobuild.console import Console
 from istiobuild.errors import ToolError
 from istiobuild.plan import make_plan
+from istiobuild.targets import run_target
 
 HOST = host_arch()
 
 
-def context(settings_for, arch: Arch, tc: toolchain.Toolchain) -> build.Context:  # type: ignore[no-untyped-def]
+def toolchain_stage(settings_for, arch: Arch, tc: toolchain.Toolchain) -> Path:  # type: ignore[no-untyped-def]
+    """Run the toolchain stage; returns the probe it built."""
     settings = settings_for()
     rel = release.get("example")
     plan = make_plan(rel, arch, tc, settings, host=HOST)
-    return build.Context(plan=plan, release=rel, settings=settings, toolchain=tc, console=Console(tty=False))
+    execute(plan, "toolchain", settings, rel)
+    return plan.layout.probe / "probe"
 
 
 def test_profiles_load() -> None:
@@ -37,27 +40,24 @@ def test_profiles_load() -> None:
 @pytest.mark.parametrize("arch", list(Arch))
 @pytest.mark.parametrize("name", ["gcc", "clang"])
 def test_toolchain_stage_proves_compiler_and_arch(settings_for, arch: Arch, name: str) -> None:  # type: ignore[no-untyped-def]
-    ctx = context(settings_for, arch, toolchain.get(name))
-    build.do_toolchain(ctx)
-    info = elf.read(ctx.out_dir / "toolchain-probe" / "probe")
+    probe = toolchain_stage(settings_for, arch, toolchain.get(name))
+    info = elf.read(probe)
     assert info.arch is arch
     assert info.compiler == name
     # the probe runs: natively, or under qemu-user for a foreign arch
-    assert build.run_target_binary(ctx, ctx.out_dir / "toolchain-probe" / "probe", stage="toolchain") == "probe"
+    assert run_target(probe, arch=arch, host=HOST, log=probe.parent / "run.log") == "probe"
 
 
 def test_missing_toolchain_is_a_clear_error(settings_for) -> None:  # type: ignore[no-untyped-def]
-    ctx = context(settings_for, HOST, toolchain.get("gcc-7.3"))
-    with pytest.raises(ToolError, match=r"gcc-7 \(cc of toolchain gcc-7.3\) is not installed") as err:
-        build.do_toolchain(ctx)
-    assert "--toolchain" in err.value.hint
+    with pytest.raises(ToolError, match=r"gcc-7 is not installed") as err:
+        toolchain_stage(settings_for, HOST, toolchain.get("gcc-7.3"))
+    assert "doctor" in err.value.hint
 
 
 def test_too_old_or_too_new_is_refused(settings_for) -> None:  # type: ignore[no-untyped-def]
     strict = dataclasses.replace(toolchain.get("gcc"), name="gcc-99", min_version="99")
-    ctx = context(settings_for, HOST, strict)
     with pytest.raises(ToolError, match="toolchain gcc-99 needs >= 99"):
-        build.do_toolchain(ctx)
+        toolchain_stage(settings_for, HOST, strict)
 
 
 def test_elf_reader_on_real_binaries(tmp_path: Path) -> None:

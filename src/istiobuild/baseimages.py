@@ -1,4 +1,5 @@
-"""Base images: a per-arch map from the images upstream Dockerfiles name to the ones to use.
+"""Base images: a per-arch map from the images upstream Dockerfiles name to the ones to use, and the
+example's base images, imported from a busybox-static rootfs for the target.
 
 The map comes from config (`base_images.<arch>`); applying it is a patch generated from the
 pinned commit, so it is checked, applied atomically and recorded like the shipped series.
@@ -7,16 +8,29 @@ pinned commit, so it is checked, applied atomically and recorded like the shippe
 from __future__ import annotations
 
 import difflib
+import io
 import re
+import subprocess
+import tarfile
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from istiobuild import dockerapi, fsutil
+from istiobuild.arch import Arch
+from istiobuild.errors import ToolError
 from istiobuild.git import git, out
 from istiobuild.patches import PatchSource
+from istiobuild.run import run, which
 
 _FROM = re.compile(r"^(FROM\s+)(\S+)(.*)$")
 GENERATED_NAME = "generated/base-images.patch"
+EXAMPLE_BASE = "istiobuild/example-base"
+BUSYBOX_APPLETS = (
+    "sh", "ash", "cat", "chmod", "chown", "cp", "echo", "env", "false", "grep", "id", "ln", "ls", "mkdir",
+    "mv", "rm", "sed", "sleep", "test", "[", "touch", "true", "uname", "which",
+)  # fmt: skip
 
 
 def rewrite(text: str, mapping: Mapping[str, str]) -> str:
@@ -65,3 +79,89 @@ def patch_for(repo: Path, mapping: Mapping[str, str], after: Sequence[PatchSourc
     )
     path.write_text(header + "\n" + "".join(chunks))
     return PatchSource(name=GENERATED_NAME, path=path)
+
+
+def busybox_deb(arch: Arch, debs: Path, log: Path) -> Path:
+    """busybox-static for the arch, from Debian (apt verifies it against the signed index)."""
+    debs.mkdir(parents=True, exist_ok=True)
+    found = sorted(debs.glob(f"busybox-static_*_{arch.goarch}.deb"))
+    if found:
+        return found[-1]
+    if which("apt-get") is None:
+        raise ToolError(
+            f"no busybox-static .deb for {arch} in {debs}, and no apt-get to fetch one",
+            hint=f"put busybox-static_<version>_{arch.goarch}.deb from Debian in {debs}",
+        )
+    result = run(["apt-get", "download", f"busybox-static:{arch.goarch}"], cwd=debs, log=log, check=False)
+    found = sorted(debs.glob(f"busybox-static_*_{arch.goarch}.deb"))
+    if result.returncode != 0 or not found:
+        raise ToolError(
+            f"apt-get could not download busybox-static:{arch.goarch}",
+            hint=f"as root: dpkg --add-architecture {arch.goarch} && apt-get update (bash ci/setup.sh does this)",
+            log=log,
+        )
+    return found[-1]
+
+
+def busybox_rootfs(deb: Path) -> bytes:
+    """A minimal root filesystem (tar): busybox, its applets, /etc/passwd and group, /tmp."""
+    data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(data)) as deb_tar:
+        member = next(m for m in deb_tar.getmembers() if m.name.lstrip("./") == "bin/busybox")
+        fh = deb_tar.extractfile(member)
+        assert fh is not None
+        busybox = fh.read()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+
+        def add(name: str, body: bytes = b"", mode: int = 0o644, kind: bytes = tarfile.REGTYPE, link: str = "") -> None:
+            info = tarfile.TarInfo(name)
+            info.mode, info.type, info.linkname, info.mtime = mode, kind, link, 0
+            info.size = len(body) if kind == tarfile.REGTYPE else 0
+            tar.addfile(info, io.BytesIO(body) if kind == tarfile.REGTYPE else None)
+
+        for d in ("bin", "etc", "home", "root", "usr", "usr/bin", "usr/lib", "usr/local", "usr/local/bin", "var"):
+            add(d, mode=0o755, kind=tarfile.DIRTYPE)
+        add("tmp", mode=0o1777, kind=tarfile.DIRTYPE)
+        add("bin/busybox", busybox, mode=0o755)
+        for applet in BUSYBOX_APPLETS:
+            add(f"bin/{applet}", kind=tarfile.SYMTYPE, link="busybox")
+        add("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
+        add("etc/group", b"root:x:0:\nnogroup:x:65534:\n")
+    return out.getvalue()
+
+
+def ensure(cli: Any, images: Sequence[str], arch: Arch, *, debs: Path, rootfs: Path, log: Path) -> list[str]:
+    """Every image the base-image map points to exists locally for the arch; returns what was made."""
+    made = []
+    for image in images:
+        if dockerapi.has_image(cli, image):
+            os_, have = dockerapi.image_arch(cli, image)
+            if have != arch.goarch:
+                raise dockerapi.DockerError(
+                    f"base image {image} is {os_}/{have}, but the target is {arch.oci_platform}",
+                    hint=f"point base_images.{arch.value} at an image for {arch.oci_platform}",
+                )
+            continue
+        if image.startswith(EXAMPLE_BASE + ":"):
+            tar = rootfs / f"busybox-{arch.goarch}.tar"
+            fsutil.write_atomic(tar, busybox_rootfs(busybox_deb(arch, debs, log)))
+            run(
+                ["docker", "import", "--platform", arch.oci_platform, str(tar), image],
+                log=log,
+                what=f"docker import {image}",
+            )
+            dockerapi.finalize(cli, image, {}, arch, rootfs / "scratch")  # this daemon ignores --platform
+            made.append(image)
+            continue
+        try:
+            cli.images.pull(image, platform=arch.oci_platform)
+        except Exception as exc:
+            raise dockerapi.DockerError(
+                f"base image {image} for {arch.oci_platform} is not available: {type(exc).__name__}",
+                hint=f"pull or import it, or map it to one you have with base_images.{arch.value} "
+                f"(e.g. {EXAMPLE_BASE}:{arch.goarch})",
+            ) from None
+    return made
+
+

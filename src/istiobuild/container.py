@@ -12,6 +12,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from istiobuild.steps import Command, PlanInput
+
 
 def wrap(
     argv: Sequence[str],
@@ -46,3 +48,19 @@ def wrap(
         image,
         *argv,
     ]
+
+
+def command(p: PlanInput, argv: Sequence[str], cwd: Path, env: Mapping[str, str], description: str) -> Command:
+    """A command of a containerized stage: as is on the host, or the `docker run` that runs it in the builder."""
+    if not p.settings.in_container:
+        return Command(argv=tuple(argv), cwd=cwd, env=dict(env), description=description)
+    wrapped = wrap(
+        argv,
+        image=p.settings.builder,
+        platform=p.arch.oci_platform,
+        cwd=cwd,
+        env=env,
+        mounts=[p.settings.workdir, p.settings.cache],
+        home=p.layout.builder_home,
+    )
+    return Command(argv=tuple(wrapped), cwd=cwd, description=f"{description} [in {p.settings.builder}]")

@@ -130,17 +130,7 @@ def _series_exists(component: Component, name: str) -> bool:
     return (data_dir("patches") / component.value / name / "series").is_file()
 
 
-def _load_line(path: Path) -> dict[str, Release]:
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise DataError(f"{path} is not valid TOML: {exc}") from None
-    if data.get("schema") != 1:
-        raise _fail(path, "schema", "expected schema = 1")
-    unknown_top = set(data) - {"schema", "line", "release"}
-    if unknown_top:
-        raise _fail(path, "top level", f"unknown keys {sorted(unknown_top)}")
-    line = data.get("line", {})
+def _check_line(path: Path, line: dict[str, Any]) -> dict[str, Any]:
     for key, kind in _LINE_KEYS.items():
         if key not in line:
             raise _fail(path, "[line]", f"missing {key!r}")
@@ -153,6 +143,20 @@ def _load_line(path: Path) -> dict[str, Release]:
     unknown = set(line) - set(_LINE_KEYS) - set(_OPTIONAL_LINE_KEYS)
     if unknown:
         raise _fail(path, "[line]", f"unknown keys {sorted(unknown)}")
+    return line
+
+
+def _load_line(path: Path) -> dict[str, Release]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise DataError(f"{path} is not valid TOML: {exc}") from None
+    if data.get("schema") != 1:
+        raise _fail(path, "schema", "expected schema = 1")
+    unknown_top = set(data) - {"schema", "line", "release"}
+    if unknown_top:
+        raise _fail(path, "top level", f"unknown keys {sorted(unknown_top)}")
+    line = _check_line(path, data.get("line", {}))
 
     releases: dict[str, Release] = {}
     for version, table in data.get("release", {}).items():
@@ -200,47 +204,10 @@ def _build(path: Path, where: str, version: str, line: Mapping[str, Any], table:
         choices = ", ".join(m.value for m in LocalProxy)
         raise _fail(path, f"{where} local_proxy", f"must be one of {choices}") from None
 
-    series: dict[Component, tuple[str, ...]] = {}
-    extra = table.get("extra_patches", {})
-    for key in {*line["patches"], *extra}:
-        if key not in {c.value for c in Component}:
-            raise _fail(path, where, f"patches for unknown component {key!r}")
-    for comp in Component:
-        names = tuple(line["patches"].get(comp.value, [])) + tuple(extra.get(comp.value, []))
-        for name in names:
-            if not _series_exists(comp, name):
-                raise _fail(path, where, f"patch series {comp.value}/{name} does not exist in patches/")
-        series[comp] = names
-
-    skip: dict[Arch, tuple[str, ...]] = {}
-    for arch_name, targets in line["skip_docker_targets"].items():
-        try:
-            arch = Arch(arch_name)
-        except ValueError:
-            raise _fail(path, f"{where} skip_docker_targets", f"unknown arch {arch_name!r}") from None
-        skip[arch] = tuple(targets)
-
-    downloads = []
-    for number, item in enumerate(line["downloads"]):
-        where_dl = f"{where} downloads[{number}]"
-        if (
-            not isinstance(item, Mapping)
-            or set(item) - set(_DOWNLOAD_KEYS)
-            or not {"name", "url", "into", "place"} <= set(item)
-        ):
-            raise _fail(path, where_dl, f"needs name, url, into, place; allowed keys {sorted(_DOWNLOAD_KEYS)}")
-        if item["into"] not in ("envoy_dir", "istio_out"):
-            raise _fail(path, where_dl, "into must be envoy_dir or istio_out")
-        if item.get("sha256") and not _SHA256.match(item["sha256"]):
-            raise _fail(path, where_dl, "sha256 must be 64 hex characters")
-        downloads.append(dict(item))
-
-    base_images: dict[Arch, dict[str, str]] = {}
-    for arch_name, mapping in line["base_images"].items():
-        try:
-            base_images[Arch(arch_name)] = {str(k): str(v) for k, v in mapping.items()}
-        except (ValueError, AttributeError):
-            raise _fail(path, f"{where} base_images", f"unknown arch {arch_name!r} or not a table") from None
+    series = _series(path, where, line, table)
+    skip = _skip_targets(path, where, line)
+    downloads = _downloads(path, where, line)
+    base_images = _base_images(path, where, line)
 
     return Release(
         version=version,
@@ -271,6 +238,61 @@ def _build(path: Path, where: str, version: str, line: Mapping[str, Any], table:
         series=series,
         note=str(table.get("note", "")),
     )
+
+
+def _series(
+    path: Path, where: str, line: Mapping[str, Any], table: Mapping[str, Any]
+) -> dict[Component, tuple[str, ...]]:
+    series: dict[Component, tuple[str, ...]] = {}
+    extra = table.get("extra_patches", {})
+    for key in {*line["patches"], *extra}:
+        if key not in {c.value for c in Component}:
+            raise _fail(path, where, f"patches for unknown component {key!r}")
+    for comp in Component:
+        names = tuple(line["patches"].get(comp.value, [])) + tuple(extra.get(comp.value, []))
+        for name in names:
+            if not _series_exists(comp, name):
+                raise _fail(path, where, f"patch series {comp.value}/{name} does not exist in patches/")
+        series[comp] = names
+    return series
+
+
+def _skip_targets(path: Path, where: str, line: Mapping[str, Any]) -> dict[Arch, tuple[str, ...]]:
+    skip: dict[Arch, tuple[str, ...]] = {}
+    for arch_name, targets in line["skip_docker_targets"].items():
+        try:
+            skip[Arch(arch_name)] = tuple(targets)
+        except ValueError:
+            raise _fail(path, f"{where} skip_docker_targets", f"unknown arch {arch_name!r}") from None
+    return skip
+
+
+def _downloads(path: Path, where: str, line: Mapping[str, Any]) -> list[dict[str, Any]]:
+    downloads = []
+    for number, item in enumerate(line["downloads"]):
+        where_dl = f"{where} downloads[{number}]"
+        if (
+            not isinstance(item, Mapping)
+            or set(item) - set(_DOWNLOAD_KEYS)
+            or not {"name", "url", "into", "place"} <= set(item)
+        ):
+            raise _fail(path, where_dl, f"needs name, url, into, place; allowed keys {sorted(_DOWNLOAD_KEYS)}")
+        if item["into"] not in ("envoy_dir", "istio_out"):
+            raise _fail(path, where_dl, "into must be envoy_dir or istio_out")
+        if item.get("sha256") and not _SHA256.match(item["sha256"]):
+            raise _fail(path, where_dl, "sha256 must be 64 hex characters")
+        downloads.append(dict(item))
+    return downloads
+
+
+def _base_images(path: Path, where: str, line: Mapping[str, Any]) -> dict[Arch, dict[str, str]]:
+    base_images: dict[Arch, dict[str, str]] = {}
+    for arch_name, mapping in line["base_images"].items():
+        try:
+            base_images[Arch(arch_name)] = {str(k): str(v) for k, v in mapping.items()}
+        except (ValueError, AttributeError):
+            raise _fail(path, f"{where} base_images", f"unknown arch {arch_name!r} or not a table") from None
+    return base_images
 
 
 def _repo_from_url(url: str) -> str:

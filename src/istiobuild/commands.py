@@ -1,0 +1,223 @@
+"""What each task does, without invoke: settings, validation, the plan, the pipeline; results on stdout."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from istiobuild import config, doctor, release, secrets, toolchain, validate
+from istiobuild.arch import Arch, host_arch, parse_arch
+from istiobuild.console import Console
+from istiobuild.errors import UsageError
+from istiobuild.executor import Executor
+from istiobuild.plan import BuildPlan, make_plan, render
+from istiobuild.steps import StageName
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Build:
+    plan: BuildPlan
+    executor: Executor
+    toolchain: toolchain.Toolchain
+
+
+def prepare(
+    settings_cli: Mapping[str, Any], *, force: bool = False, dry_run: bool = False, allow_modified: bool = False
+) -> Build:
+    """Settings from every layer, validated before anything else; then the release, target, toolchain, plan."""
+    settings, origin = config.load(settings_cli)
+    validate.validate(settings, origin=origin)
+    rel = release.get(settings.release)
+    host = host_arch()
+    target = parse_arch(settings.arch) if settings.arch else host
+    tc = toolchain.get(settings.toolchain)
+    built = make_plan(
+        rel, target, tc, settings, host=host, host_page_size=doctor.host_page_size(), ci=os.environ.get("CI") == "true"
+    )
+    ex = Executor(
+        settings=settings,
+        release=rel,
+        layout=built.layout,
+        console=Console(),
+        dry_run=dry_run,
+        force=force,
+        allow_modified=allow_modified,
+    )
+    secrets.register_secret(*ex.secrets())  # masked in every log and kept out of every child's environment
+    return Build(plan=built, executor=ex, toolchain=tc)
+
+
+def stage_name(text: str, what: str) -> StageName:
+    try:
+        return StageName(text)
+    except ValueError:
+        raise UsageError(
+            f"{what} {text!r} is not a stage", hint=f"stages: {', '.join(s.value for s in StageName)}"
+        ) from None
+
+
+def run_build(b: Build, *, start: str = "", to: str = "", only: list[StageName] | None = None) -> list[str]:
+    from istiobuild import pipeline
+
+    names = [s.name for s in b.plan.stages]
+    if to:
+        last = stage_name(to, "--to")
+        if last not in names:
+            raise UsageError(f"--to {to}: that stage is not part of this plan")
+        only = names[: names.index(last) + 1]
+    first = stage_name(start, "--from") if start else None
+    return pipeline.run(b.executor, b.plan, b.toolchain, only=only, start=first)
+
+
+def show_plan(b: Build, *, as_json: bool) -> None:
+    print(b.plan.dumps() if as_json else render(b.plan))
+
+
+def releases(*, as_json: bool) -> None:
+    matrix = release.matrix()
+    if as_json:
+        rows = [
+            {
+                "release": r.version,
+                "line": r.line,
+                **{comp.value: {k: v for k, v in vars(pin).items() if v} for comp, pin in r.pins.items()},
+                "bazel": r.bazel_version,
+                "go": r.go,
+                "wee8": r.wee8,
+                "local_proxy": r.local_proxy.value,
+                "series": {k.value: list(v) for k, v in r.series.items()},
+                "note": r.note,
+            }
+            for r in matrix.values()
+        ]
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"{'release':<9} {'proxy':<13} {'envoy':<32} {'istio':<13} {'bazel':<6} {'go':<5} wee8")
+    for r in matrix.values():
+        envoy = r.pins[release.Component.ENVOY]
+        where = f"{envoy.repo}@{envoy.commit[:8]}"
+        print(
+            f"{r.version:<9} {r.pins[release.Component.PROXY].commit[:12]:<13} {where:<32} "
+            f"{r.pins[release.Component.ISTIO].commit[:12]:<13} {r.bazel_version:<6} {r.go:<5} {r.wee8 or '-'}"
+        )
+
+
+def run_doctor(b: Build, *, as_json: bool) -> bool:
+    p = b.plan
+    checks = doctor.run_checks(
+        arch=p.arch,
+        host=p.host,
+        page_size=p.page_size,
+        release=b.executor.release,
+        toolchain=b.toolchain,
+        settings=b.executor.settings,
+        proxy_dir=p.layout.checkout(release.Component.PROXY),
+    )
+    print(json.dumps([vars(x) for x in checks], indent=2) if as_json else doctor.table(checks))
+    return all(x.ok for x in checks)
+
+
+def verify_images(names: list[str], arch: str, *, labels: bool, as_json: bool) -> bool:
+    from istiobuild import dockerapi
+    from istiobuild.stages.verify import verify_image
+
+    if not names:
+        raise UsageError("no image to verify", hint="pass --image NAME (repeatable)")
+    images = [validate.check_image_reference(n, "--image") for n in names]
+    target = parse_arch(arch) if arch else host_arch()
+    cli = dockerapi.client()
+    findings = []
+    for name in images:
+        wanted = None
+        if labels:
+            found = dockerapi.labels(cli, name)
+            wanted = {k: v for k, v in found.items() if k.startswith("io.istiobuild.")} or {
+                "io.istiobuild.release": "?"
+            }
+        findings += verify_image(cli, name, target, labels=wanted)
+    if as_json:
+        print(json.dumps([vars(f) for f in findings], indent=2))
+    else:
+        for f in findings:
+            print(f"{'ok' if f.ok else 'FAIL':<4}  {f.image}  {f.what}")
+    bad = [f for f in findings if not f.ok]
+    if bad:
+        raise_verify(bad[0].image, bad[0].what)
+    return True
+
+
+def raise_verify(image: str, what: str) -> None:
+    from istiobuild.errors import StepFailed
+
+    raise StepFailed(f"{image}: {what}", hint="`invoke verify --json` lists every finding")
+
+
+def manifest(*, hub: str, tag: str, names: str, arches: str, release_name: str | None, insecure: bool) -> None:
+    from istiobuild.stages.publish import manifest as join
+
+    settings, origin = config.load({"release": release_name})
+    validate.validate(settings, origin=origin)
+    hub = validate.check_hub(hub, "--hub")
+    rel = release.get(settings.release)
+    wanted: list[Arch] = [parse_arch(a) for a in arches.split(",") if a]
+    tag = validate.check_tag(tag or rel.version, "--tag")
+    image_names = [n for n in names.split(",") if n] or [
+        t.removeprefix("docker.") for t in rel.docker_targets if all(t in rel.docker_targets_for(a) for a in wanted)
+    ]
+    for name in image_names:
+        validate.check_image_reference(f"{hub}/{name}:{tag}", "--names")
+    local = hub.split("/", 1)[0].split(":", 1)[0] in ("localhost", "127.0.0.1") or hub.startswith("127.")
+    log = settings.workdir / "logs" / f"manifest-{tag}.log"
+    for name in image_names:
+        target = f"{hub}/{name}:{tag}"
+        join(target, [f"{target}-{a.goarch}" for a in wanted], insecure=insecure or local, log=log)
+        print(f"{target}: {', '.join(a.oci_platform for a in wanted)}")
+
+
+def example(dest: str) -> None:
+    from istiobuild import example as example_mod
+
+    for name, repo in sorted(example_mod.generate(Path(dest).resolve()).items()):
+        print(f"{name:<6} {repo}")
+
+
+def host_builder(image: str, workdir: str | None) -> None:
+    from istiobuild import dockerapi, hostbuilder
+
+    settings, origin = config.load({"workdir": workdir})
+    validate.validate(settings, origin=origin)
+    dockerapi.client()
+    name = validate.check_image_reference(image or f"istiobuild/host-builder:{host_arch().goarch}", "--image")
+    hostbuilder.make(name, settings.cache / "host-builder", settings.workdir / "logs" / "host-builder.log")
+    print(name)
+
+
+def check_patches(mirrors: str, release_name: str | None) -> bool:
+    from istiobuild import upstream
+
+    root = mirrors or os.environ.get("ISTIOBUILD_UPSTREAM_MIRRORS", "")
+    if not root or not Path(root).is_dir():
+        raise UsageError(
+            "no upstream mirrors to check against",
+            hint="pass --mirrors DIR (or set ISTIOBUILD_UPSTREAM_MIRRORS) naming a directory with "
+            "proxy, envoy and istio git repositories",
+        )
+    matrix = release.matrix()
+    names = [release_name] if release_name else [v for v, r in matrix.items() if r.line != "example"]
+    passed = 0
+    for name in names:
+        outcomes = upstream.check_release(release.get(name, matrix), Path(root))
+        good = all(o.ok for o in outcomes)
+        passed += good
+        print(f"{'PASS' if good else 'FAIL'} {name}")
+        for o in outcomes:
+            print(
+                f"    {'ok  ' if o.ok else 'FAIL'} {o.arch.value:<7} {o.page_size:<3} {o.component.value:<5} "
+                f"{o.patches} patches {','.join(o.series)} {o.detail}"
+            )
+    print(f"{passed} of {len(names)} releases pass")
+    return passed == len(names)

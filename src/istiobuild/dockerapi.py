@@ -1,0 +1,146 @@
+"""Docker access: the SDK client, image inspection, tagging, and rewriting an image's config.
+
+The docker SDK does daemon checks, inspect, save/load, export, run and push; the CLI (through the
+runner) does what the SDK cannot here: `docker import --platform` and `docker manifest`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import tarfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from istiobuild.arch import Arch
+from istiobuild.errors import ToolError, UsageError
+
+
+class DockerError(ToolError):
+    """The docker daemon cannot be used."""
+
+
+def client() -> Any:
+    """A docker SDK client for the daemon DOCKER_HOST names (default: the local socket)."""
+    import docker
+
+    try:
+        cli = docker.from_env(timeout=300)
+        cli.ping()
+    except docker.errors.DockerException as exc:
+        reason = str(exc)
+        if "Permission denied" in reason:
+            raise DockerError(
+                "no permission to use the docker daemon",
+                hint="add your user to the docker group (then log in again) or run as root",
+            ) from None
+        raise DockerError(
+            "the docker daemon is not reachable",
+            hint="start it (`dockerd &` or `systemctl start docker`); DOCKER_HOST selects another daemon",
+        ) from None
+    return cli
+
+
+def has_image(cli: Any, name: str) -> bool:
+    import docker
+
+    try:
+        cli.images.get(name)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def image_arch(cli: Any, name: str) -> tuple[str, str]:
+    attrs = cli.images.get(name).attrs
+    return attrs.get("Os", ""), attrs.get("Architecture", "")
+
+
+def finalize(cli: Any, image: str, labels: Mapping[str, str], arch: Arch, scratch: Path) -> None:
+    """Set the image config's labels and platform (os/architecture), same name.
+
+    The classic builder (no buildx here) commits intermediate images with the daemon's platform,
+    so a foreign-arch build either fails (--platform) or claims the host's arch. The content is
+    what matters and `verify` checks every ELF in it; this makes the metadata say what it is.
+    """
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    saved = scratch / "image.tar"
+    with saved.open("wb") as fh:
+        for chunk in cli.images.get(image).save(named=True):
+            fh.write(chunk)
+    rewritten = scratch / "image-final.tar"
+    with tarfile.open(saved) as src:
+        manifest = json.loads(src.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        old_name = manifest[0]["Config"]
+        config = json.loads(src.extractfile(old_name).read())  # type: ignore[union-attr]
+        config["os"], config["architecture"] = "linux", arch.goarch
+        config.setdefault("config", {})
+        config["config"]["Labels"] = {**(config["config"].get("Labels") or {}), **labels}
+        body = json.dumps(config, separators=(",", ":")).encode()
+        new_name = hashlib.sha256(body).hexdigest() + ".json"
+        manifest[0]["Config"] = new_name
+        manifest[0]["RepoTags"] = [image]
+        with tarfile.open(rewritten, "w") as dst:
+            for member in src.getmembers():
+                if member.name in (old_name, "manifest.json", "repositories"):
+                    continue
+                dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+            for name, data in ((new_name, body), ("manifest.json", json.dumps(manifest).encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                dst.addfile(info, io.BytesIO(data))
+    with rewritten.open("rb") as fh:
+        cli.images.load(fh.read())
+    saved.unlink()
+    rewritten.unlink()
+
+
+def image_id(cli: Any, name: str) -> str:
+    """The image's ID, or "" when it does not exist."""
+    import docker
+
+    try:
+        return str(cli.images.get(name).id)
+    except (docker.errors.ImageNotFound, docker.errors.APIError):
+        return ""
+
+
+def tag(cli: Any, source: str, target: str) -> None:
+    repo, _, version = target.rpartition(":")
+    cli.images.get(source).tag(repo, tag=version)
+
+
+@contextlib.contextmanager
+def name_lock(name: str) -> Iterator[None]:
+    """Holds an exclusive lock on an image name for every istiobuild using this daemon on this machine."""
+    import fcntl
+
+    directory = Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"istiobuild-{os.getuid()}" / "image-locks"  # noqa: S108
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if directory.is_symlink() or directory.stat().st_uid != os.getuid():
+        raise UsageError(f"{directory} is not a directory of yours", hint="remove it; istiobuild recreates it")
+    path = directory / (hashlib.sha256(name.encode()).hexdigest()[:32] + ".lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def labels(cli: Any, name: str) -> dict[str, str]:
+    """The image's labels ({} when it has none); a missing image is one clear error."""
+    import docker
+
+    try:
+        found = cli.images.get(name).attrs.get("Config", {}).get("Labels") or {}
+    except docker.errors.ImageNotFound:
+        raise UsageError(
+            f"image {name} does not exist", hint="build or pull it first (`docker images` lists them)"
+        ) from None
+    return dict(found)

@@ -1,0 +1,130 @@
+"""Stage images: istio's images built by istio's own make targets, under names unique to this workdir."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+
+from istiobuild import baseimages, dockerapi
+from istiobuild.arch import Arch
+from istiobuild.errors import StepFailed
+from istiobuild.executor import Executor
+from istiobuild.release import Component
+from istiobuild.secrets import redact_url
+from istiobuild.stages.istio import environment
+from istiobuild.steps import Action, Command, PlanInput, Stage, StageName
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EnsureBaseImages(Action):
+    images: tuple[str, ...]
+    arch: Arch
+    debs: Path
+    rootfs: Path
+
+    def render(self) -> str:
+        return (
+            f"every base image the Dockerfiles name ({', '.join(self.images) or 'as upstream names them'}) must "
+            f"exist for {self.arch.oci_platform}: the example's are imported from a busybox-static rootfs"
+        )
+
+    def perform(self, ex: Executor) -> None:
+        made = baseimages.ensure(ex.docker(), self.images, self.arch, debs=self.debs, rootfs=self.rootfs, log=ex.log)
+        for image in made:
+            ex.console.info(f"base image {image} imported from a local rootfs")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FinalizeImages(Action):
+    images: tuple[str, ...]
+    labels: Mapping[str, str]
+    arch: Arch
+    scratch: Path
+
+    def render(self) -> str:
+        return (
+            f"set the config of {', '.join(self.images)}: platform {self.arch.oci_platform} (the classic builder "
+            f"records the host's) and the OCI labels {', '.join(f'{k}={v}' for k, v in sorted(self.labels.items()))}"
+        )
+
+    def perform(self, ex: Executor) -> None:
+        cli = ex.docker()
+        for image in self.images:
+            if not dockerapi.has_image(cli, image):
+                raise StepFailed(f"istio's make docker finished but {image} does not exist", log=ex.log)
+            dockerapi.finalize(cli, image, self.labels, self.arch, self.scratch)
+        ex.console.info(f"images: {', '.join(self.images)}")
+
+
+def build_tag(p: PlanInput) -> str:
+    """The tag images are built under: the per-arch tag plus a suffix unique to the workdir, so two builds in
+    different workdirs with the same hub and tag never see each other's images. Verify tags the final names."""
+    suffix = hashlib.sha256(str(p.settings.workdir).encode()).hexdigest()[:8]
+    return f"{p.arch_tag}-w{suffix}"
+
+
+def names(p: PlanInput, tag: str) -> tuple[str, ...]:
+    targets = p.release.docker_targets_for(p.arch)
+    return tuple(f"{p.settings.hub}/{t.removeprefix('docker.')}:{tag}" for t in targets)
+
+
+def labels(p: PlanInput) -> dict[str, str]:
+    """OCI labels naming the sources (URLs without credentials) and commits."""
+    return {
+        "org.opencontainers.image.source": redact_url(p.sources[Component.ISTIO].url),
+        "org.opencontainers.image.revision": p.release.pins[Component.ISTIO].commit,
+        "org.opencontainers.image.version": p.release.version,
+        "io.istiobuild.release": p.release.version,
+        "io.istiobuild.arch": p.arch.value,
+        "io.istiobuild.toolchain": p.toolchain.name,
+        **{f"io.istiobuild.{c.value}.source": redact_url(p.sources[c].url) for c in Component},
+        **{f"io.istiobuild.{c.value}.revision": p.release.pins[c].commit for c in Component},
+    }
+
+
+def plan(p: PlanInput) -> Stage:
+    istio_dir = p.checkout(Component.ISTIO)
+    tag = build_tag(p)
+    targets = p.release.docker_targets_for(p.arch)
+    skipped = sorted(set(p.release.docker_targets) - set(targets))
+    base_map = {**p.release.base_images.get(p.arch, {}), **p.settings.base_images.get(p.arch.value, {})}
+    # the classic builder (no buildx); no --platform: the base images are already the target's, and
+    # forcing it breaks multi-stage builds on dockerd 20.10
+    env = {**environment(p), "DOCKER_BUILDKIT": "0", "TAG": tag, "BASE_VERSION": tag}
+    built = names(p, tag)
+    make_docker = [
+        "make",
+        "docker",
+        f"HUB={p.settings.hub}",
+        f"TAG={tag}",
+        f"BASE_VERSION={tag}",
+        f"DOCKER_TARGETS={' '.join(targets)}",
+    ]
+    return Stage(
+        name=StageName.IMAGES,
+        summary="build istio's images with istio's own make targets",
+        steps=(
+            EnsureBaseImages(
+                images=tuple(sorted(set(base_map.values()))), arch=p.arch, debs=p.layout.debs, rootfs=p.layout.rootfs
+            ),
+            Command(
+                argv=("make", "docker.base", "HUB=docker.io/istio", f"TAG={tag}"),
+                cwd=istio_dir,
+                env=env,
+                description="the base image under the name every Dockerfile's FROM uses, whatever HUB is",
+            ),
+            Command(
+                argv=tuple(make_docker),
+                cwd=istio_dir,
+                env=env,
+                description=f"images; skipped for {p.arch}: {', '.join(skipped) or 'none'}",
+            ),
+            FinalizeImages(images=built, labels=labels(p), arch=p.arch, scratch=p.layout.scratch),
+        ),
+        reads=(istio_dir,),
+        consumes=(p.layout.artifacts / "envoy", p.layout.record("istio")),
+        images=built,
+        notes=tuple(f"base image {k} -> {v}" for k, v in sorted(base_map.items())),
+    )

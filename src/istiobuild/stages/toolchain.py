@@ -1,0 +1,151 @@
+"""Stage toolchain: the profile's compilers exist, are in its version range, and build for the target."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+from istiobuild import container, fsutil
+from istiobuild.arch import Arch
+from istiobuild.elf import read as read_elf
+from istiobuild.errors import ToolError
+from istiobuild.executor import Executor
+from istiobuild.run import run
+from istiobuild.steps import Action, Command, PlanInput, Stage, StageName
+from istiobuild.toolchain import Family
+
+PROBE_SOURCE = '#include <stdio.h>\nint main(void) { puts("probe"); return 0; }\n'
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CheckVersion(Action):
+    """Run `<cc> --version` (as the probe's command does: on the host or in the builder) and check the range."""
+
+    version_command: Command
+    toolchain: str
+    minimum: str
+    maximum: str
+    record: Path
+
+    def render(self) -> str:
+        return f"run {self.version_command.render()} and check the version is in {self.toolchain}'s range"
+
+    def perform(self, ex: Executor) -> None:
+        cmd = self.version_command
+        result = run(cmd.argv, cwd=cmd.cwd, env=cmd.env, capture=True, check=False, what=f"run {cmd.argv[0]}")
+        first = (result.stdout or "\n".join(result.tail)).strip().splitlines()
+        line = first[0] if first else ""
+        version = version_in(line)
+        if not version or not _in_range(version, self.minimum, self.maximum):
+            wanted = (
+                ", ".join(
+                    x
+                    for x in (
+                        f">= {self.minimum}" if self.minimum else "",
+                        f"<= {self.maximum}" if self.maximum else "",
+                    )
+                    if x
+                )
+                or "any"
+            )
+            raise ToolError(
+                f"the compiler is version {version or 'unknown'} ({line!r}); toolchain {self.toolchain} needs {wanted}",
+                hint="install a suitable compiler or choose a toolchain profile that matches (toolchains/*.toml)",
+            )
+        fsutil.write_json(
+            self.record,
+            {
+                "toolchain": self.toolchain,
+                "cc": cmd.argv[-2] if len(cmd.argv) > 1 else "",
+                "version": version,
+                "line": line,
+            },
+        )
+        ex.console.info(f"toolchain {self.toolchain}: {line}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WriteProbe(Action):
+    path: Path
+
+    def render(self) -> str:
+        return f"write a hello-world C program to {self.path}"
+
+    def perform(self, ex: Executor) -> None:
+        fsutil.write_atomic(self.path, PROBE_SOURCE)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CheckProbe(Action):
+    binary: Path
+    arch: Arch
+    family: Family
+    record: Path
+
+    def render(self) -> str:
+        return f"read {self.binary}: it must be an ELF for {self.arch} whose .comment names {self.family.value}"
+
+    def perform(self, ex: Executor) -> None:
+        info = read_elf(self.binary)
+        if info.arch is not self.arch or info.compiler != self.family.value:
+            raise ToolError(
+                f"the compiler built a {info.machine_name} {info.compiler} binary, "
+                f"expected {self.arch} {self.family.value}",
+                log=ex.log,
+            )
+        record = json.loads(self.record.read_text())
+        record.update(target=self.arch.value, compiler=info.compiler, comment=list(info.comment))
+        fsutil.write_json(self.record, record)
+        ex.console.info(f"the probe is a {self.arch} ELF built by {info.compiler}")
+
+
+def version_in(line: str) -> str:
+    """The version in a `cc --version` first line ("... clang version 14.0.6", "gcc (Debian 12.2.0-14) 12.2.0")."""
+    tail = line.split("version", 1)[1] if "version" in line else line.rsplit(")", 1)[-1]
+    match = re.search(r"(\d+\.\d+(?:\.\d+)?)", tail) or re.search(r"(\d+\.\d+(?:\.\d+)?)", line)
+    return match.group(1) if match else ""
+
+
+def _numbers(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
+
+
+def _in_range(version: str, minimum: str, maximum: str) -> bool:
+    have = _numbers(version)
+    return not (minimum and have < _numbers(minimum)) and not (maximum and have > _numbers(maximum))
+
+
+def plan(p: PlanInput) -> Stage:
+    tc, arch, host = p.toolchain, p.arch, p.host
+    cc = tc.binaries_for(arch, host)["cc"]
+    env = {k: v for k, v in tc.env_for(arch, host).items() if k not in ("CFLAGS", "CXXFLAGS", "LDFLAGS")}
+    flags = [f"--target={arch.triple}"] if (arch != host and tc.family is Family.CLANG) else []
+    probe = p.layout.probe
+    version = container.command(p, [cc, "--version"], probe, env, "compiler version")
+    compile_ = container.command(
+        p,
+        [cc, *flags, "-static", str(probe / "probe.c"), "-o", str(probe / "probe")],
+        probe,
+        env,
+        f"compile the probe for {arch}",
+    )
+    return Stage(
+        name=StageName.TOOLCHAIN,
+        summary=f"check toolchain {tc.name} ({tc.description}), version {tc.version_range}, builds for {arch}",
+        steps=(
+            WriteProbe(path=probe / "probe.c"),
+            CheckVersion(
+                version_command=version,
+                toolchain=tc.name,
+                minimum=tc.min_version,
+                maximum=tc.max_version,
+                record=p.layout.record("toolchain"),
+            ),
+            compile_,
+            CheckProbe(binary=probe / "probe", arch=arch, family=tc.family, record=p.layout.record("toolchain")),
+        ),
+        produces=(p.layout.record("toolchain"),),
+        notes=(f"bazel configs: {' '.join('--config=' + c for c in tc.bazel_configs)}",),
+    )
