@@ -220,7 +220,7 @@ def test_template_shapes_at_the_pins(generated: dict[str, example.ExampleRepo], 
     assert f"go {toml['go']}" in show("istio", "go.mod").splitlines()
     assert f'#define WEE8_VERSION "{toml["wee8"]}"' in show("envoy", "third_party/wee8/include/wee8.h")
     assert "import %workspace%/envoy.bazelrc" in show("proxy", ".bazelrc")
-    assert show("proxy", toml["rc_file"]) == show("envoy", ".bazelrc")
+    assert show("proxy", "envoy.bazelrc") == show("envoy", ".bazelrc")
     assert toml["envoy_target"] in show("proxy", "Makefile.core.mk")
     assert "../proxy/" + toml["envoy_output"] in show("istio", "Makefile.core.mk")
     docker_mk = show("istio", "tools/istio-docker.mk")

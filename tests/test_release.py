@@ -8,7 +8,7 @@ import pytest
 from istiobuild import release
 from istiobuild.arch import Arch
 from istiobuild.errors import DataError, UsageError
-from istiobuild.release import Component, LocalProxy
+from istiobuild.release import Component
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "tags-1.4-1.5.csv"
 GA = [f"1.4.{i}" for i in range(11)] + [f"1.5.{i}" for i in range(11)]
@@ -38,8 +38,6 @@ def test_matrix_matches_the_reference_table() -> None:
 
 def test_line_facts() -> None:
     r150, r147 = release.get("1.5.0"), release.get("1.4.7")
-    assert r150.rc_file == "envoy.bazelrc" and r147.rc_file == ".bazelrc"
-    assert r150.local_proxy is LocalProxy.USE_LOCAL_PROXY
     assert r147.gopath and not r150.gopath
     assert r150.envoy_output == "bazel-bin/src/envoy/envoy"
     assert r150.series[Component.ENVOY] == ("wee8-1.5",)
@@ -80,8 +78,6 @@ go = "1"
 wee8 = ""
 envoy_target = "//:envoy"
 envoy_output = "bazel-bin/envoy"
-local_proxy = "release_path"
-rc_file = ".bazelrc"
 gopath = false
 docker_targets = ["docker.a"]
 skip_docker_targets = {}
@@ -99,10 +95,9 @@ SHA = "a" * 40
 
 
 def test_later_lines_need_no_code(tmp_path: Path) -> None:
-    """A 1.14+-shaped line: //:envoy, no wee8, envoy pre-placed at the release path."""
+    """A line shaped like a later one: //:envoy, no wee8, an envoyproxy envoy."""
     (tmp_path / "9.0.toml").write_text(LINE % (SHA, SHA, SHA, "b" * 64))
     rel = release.matrix(tmp_path)["9.0.0"]
-    assert rel.local_proxy is LocalProxy.RELEASE_PATH
     assert rel.wee8 == "" and rel.envoy_target == "//:envoy"
     assert rel.urls[Component.ENVOY] == "https://x/envoyproxy/envoy"
 
@@ -112,7 +107,6 @@ def test_later_lines_need_no_code(tmp_path: Path) -> None:
     [
         (lambda t: t.replace('"b' * 1, '"b', 1).replace("b" * 64, "short"), "sha256"),
         (lambda t: t.replace(SHA, "abc", 1), "40-hex"),
-        (lambda t: t.replace('local_proxy = "release_path"', 'local_proxy = "magic"'), "local_proxy"),
         (lambda t: t.replace("[line.patches]", '[line.patches]\nenvoy = ["nope"]'), "does not exist"),
         (lambda t: t.replace("gopath = false", 'gopath = false\ncolour = "red"'), "unknown keys"),
         (lambda t: t.replace("schema = 1", "schema = 2"), "schema"),

@@ -88,7 +88,6 @@ def releases(*, as_json: bool) -> None:
                 "bazel": r.bazel_version,
                 "go": r.go,
                 "wee8": r.wee8,
-                "local_proxy": r.local_proxy.value,
                 "series": {k.value: list(v) for k, v in r.series.items()},
                 "note": r.note,
             }

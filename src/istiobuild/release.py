@@ -32,14 +32,6 @@ class Component(enum.Enum):
         return self.value
 
 
-class LocalProxy(enum.Enum):
-    """How a release's Istio build picks up a locally built envoy."""
-
-    USE_LOCAL_PROXY = "use_local_proxy"  # USE_LOCAL_PROXY=1, ../proxy/bazel-bin/... (<= 1.12)
-    ISTIO_ENVOY_LOCAL = "istio_envoy_local"  # ISTIO_ENVOY_LOCAL=<path> (1.13)
-    RELEASE_PATH = "release_path"  # pre-placed at ISTIO_ENVOY_LINUX_RELEASE_PATH (>= 1.14)
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Pin:
     """A pinned upstream commit: the repository it comes from, and the tag that names it."""
@@ -64,8 +56,6 @@ class Release:
     wee8: str
     envoy_target: str
     envoy_output: str
-    local_proxy: LocalProxy
-    rc_file: str
     gopath: bool
     docker_targets: tuple[str, ...]
     skip_docker_targets: Mapping[Arch, tuple[str, ...]]
@@ -90,8 +80,6 @@ _LINE_KEYS = {
     "wee8": str,
     "envoy_target": str,
     "envoy_output": str,
-    "local_proxy": str,
-    "rc_file": str,
     "gopath": bool,
     "docker_targets": list,
     "skip_docker_targets": dict,
@@ -198,11 +186,6 @@ def _build(path: Path, where: str, version: str, line: Mapping[str, Any], table:
         Component.ISTIO: _repo_from_url(urls[Component.ISTIO]),
     }
 
-    try:
-        local_proxy = LocalProxy(line["local_proxy"])
-    except ValueError:
-        choices = ", ".join(m.value for m in LocalProxy)
-        raise _fail(path, f"{where} local_proxy", f"must be one of {choices}") from None
 
     series = _series(path, where, line, table)
     skip = _skip_targets(path, where, line)
@@ -230,8 +213,6 @@ def _build(path: Path, where: str, version: str, line: Mapping[str, Any], table:
         wee8=line["wee8"],
         envoy_target=line["envoy_target"],
         envoy_output=line["envoy_output"],
-        local_proxy=local_proxy,
-        rc_file=line["rc_file"],
         gopath=line["gopath"],
         docker_targets=tuple(line["docker_targets"]),
         skip_docker_targets=skip,

@@ -33,7 +33,7 @@ class Toolchain:
     min_version: str
     max_version: str
     bazel_configs: tuple[str, ...]
-    binaries: Mapping[str, str]  # cc, cxx, ar, nm, ld
+    binaries: Mapping[str, str]  # cc, cxx, ar, nm
     env: Mapping[str, str]
 
     def binaries_for(self, target: Arch, host: Arch) -> dict[str, str]:
@@ -72,7 +72,7 @@ def _vtuple(version: str) -> tuple[int, ...]:
 
 
 _KEYS = {"name", "family", "description", "min_version", "max_version", "bazel_configs", "binaries", "env"}
-_BINARIES = {"cc", "cxx", "ar", "nm", "ld"}
+_BINARIES = {"cc", "cxx", "ar", "nm"}
 
 
 def _load(path: Path) -> Toolchain:

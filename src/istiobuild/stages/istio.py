@@ -13,7 +13,7 @@ from istiobuild.elf import elf_files
 from istiobuild.elf import read as read_elf
 from istiobuild.errors import StepFailed, UsageError
 from istiobuild.executor import Executor
-from istiobuild.release import Component, LocalProxy
+from istiobuild.release import Component
 from istiobuild.steps import Action, PlanInput, Stage, StageName
 
 # init.sh must never fetch anything unpinned: its download URLs point nowhere, and every file it
@@ -26,18 +26,10 @@ OFFLINE = {
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Placement:
-    source: Path
-    directory: Path
-    names: tuple[str, ...]
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
 class PrepareIstio(Action):
     downloads: tuple[downloads.Download, ...]
     supplied: Path | None
     cache: Path
-    placements: tuple[Placement, ...]
     init_stamp: Path
     record: Path
 
@@ -47,7 +39,6 @@ class PrepareIstio(Action):
             f"{', '.join(d.place)} (from {self.supplied or 'the cache or a pinned download'})"
             for d in self.downloads
         ]
-        parts += [f"copy {m.source} into {m.directory} as {', '.join(m.names)}" for m in self.placements]
         parts.append(f"remove {self.init_stamp} (init.sh runs again against the placed files)")
         return "; ".join(parts)
 
@@ -62,9 +53,6 @@ class PrepareIstio(Action):
                 "placed": [str(p) for p in placed],
             }
             ex.console.info(f"placed {item.name} ({how}) as {', '.join(p.name for p in placed)}")
-        for move in self.placements:
-            for name in move.names:
-                fsutil.copy_atomic(move.source, move.directory / name, 0o755)
         self.init_stamp.unlink(missing_ok=True)
         fsutil.write_json(self.record, record)
 
@@ -116,13 +104,9 @@ def environment(p: PlanInput) -> dict[str, str]:
     local_envoy = str(p.layout.artifacts / "envoy")
     if p.release.gopath:
         env["GOPATH"] = str(p.layout.out_dir / "gopath")
-    match p.release.local_proxy:
-        case LocalProxy.USE_LOCAL_PROXY:
-            env.update(USE_LOCAL_PROXY="1", ISTIO_ENVOY_LOCAL=local_envoy, ISTIO_ENVOY_LOCAL_PATH=local_envoy)
-        case LocalProxy.ISTIO_ENVOY_LOCAL:
-            env.update(ISTIO_ENVOY_LOCAL=local_envoy, ISTIO_ENVOY_LOCAL_PATH=local_envoy)
-        case LocalProxy.RELEASE_PATH:
-            env["DOCKER_ARCHITECTURES"] = p.arch.oci_platform
+    # USE_LOCAL_PROXY=1: istio takes ../proxy/<envoy_output> (proxy and istio are siblings) and
+    # ISTIO_ENVOY_LOCAL names the checked copy in artifacts/
+    env.update(USE_LOCAL_PROXY="1", ISTIO_ENVOY_LOCAL=local_envoy, ISTIO_ENVOY_LOCAL_PATH=local_envoy)
     return env
 
 
@@ -156,10 +140,6 @@ def _downloads(p: PlanInput, out: Path) -> tuple[downloads.Download, ...]:
 def plan(p: PlanInput) -> Stage:
     out = istio_out(p)
     local_envoy = p.layout.artifacts / "envoy"
-    placements: tuple[Placement, ...] = ()
-    if p.release.local_proxy is LocalProxy.RELEASE_PATH:
-        sha = p.release.pins[Component.PROXY].commit
-        placements = (Placement(source=local_envoy, directory=out / "release", names=(f"envoy-{sha}", "envoy")),)
     items = _downloads(p, out)
     istio_dir = p.checkout(Component.ISTIO)
     return Stage(
@@ -170,12 +150,11 @@ def plan(p: PlanInput) -> Stage:
                 downloads=items,
                 supplied=Path(p.settings.downloads) if p.settings.downloads else None,
                 cache=p.layout.downloads,
-                placements=placements,
                 init_stamp=out / "istio_is_init",
                 record=p.layout.record("downloads"),
             ),
             container.command(
-                p, ["make", "build"], istio_dir, environment(p), f"local proxy: {p.release.local_proxy.value}"
+                p, ["make", "build"], istio_dir, environment(p), "USE_LOCAL_PROXY=1: the envoy built by the proxy stage"
             ),
             CheckElves(root=out, arch=p.arch, record=p.layout.record("istio")),
         ),
