@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from helpers import invoke, one_error
+from istiobuild import grammar as g
 from istiobuild import validate as v
 from istiobuild.config import Layer, Settings, load, resolve
 from istiobuild.errors import ConfigError
@@ -206,11 +207,11 @@ def test_hub_and_tag_together_leave_room(tmp_path: Path) -> None:
 
 
 def test_secrets_are_redacted() -> None:
-    assert v.redact("https://user:tok@host/x") == "https://***@host/x"
-    assert v.redact("grpcs://tok@host:1") == "grpcs://***@host:1"
-    assert v.redact("user:tok@host") == "***@host"
-    assert v.redact("git@github.com:istio/proxy") == "git@github.com:istio/proxy"
-    assert v.redact("https://host/x") == "https://host/x"
+    assert g.redact("https://user:tok@host/x") == "https://***@host/x"
+    assert g.redact("grpcs://tok@host:1") == "grpcs://***@host:1"
+    assert g.redact("user:tok@host") == "***@host"
+    assert g.redact("git@github.com:istio/proxy") == "git@github.com:istio/proxy"
+    assert g.redact("https://host/x") == "https://host/x"
     with pytest.raises(ConfigError) as err:
         v.check_remote_header(f"x-api-key: {SECRET}")
     assert SECRET not in err.value.render() and "(value hidden)" in err.value.render()
@@ -219,26 +220,26 @@ def test_secrets_are_redacted() -> None:
 def test_is_docker_reference() -> None:
     good = ["debian", "debian:bookworm-slim", "gcr.io/distroless/cc:latest", "localhost:5000", f"a/b@{DIGEST}"]
     bad = ["", "Debian", "a/", "a:b c", "a@sha256:xyz", "a;b", "-a", "a//b", "x" * 256]
-    assert all(v.is_docker_reference(x) for x in good)
-    assert not any(v.is_docker_reference(x) for x in bad)
+    assert all(g.is_docker_reference(x) for x in good)
+    assert not any(g.is_docker_reference(x) for x in bad)
 
 
 @pytest.mark.timeout(10)
 def test_grammars_do_not_backtrack() -> None:
     """docker's own path regex ([-]* separators) backtracks exponentially in Python: 26 chars took seconds."""
     for text in ("a" * 5000 + "!", "a-" * 5000 + "!", "a." * 5000 + ":"):
-        assert not v.is_docker_reference(text)
+        assert not g.is_docker_reference(text)
         with pytest.raises(ConfigError):
-            v.check_hub(text)
+            g.check_hub(text)
 
 
 def test_setting_names_follow_where_they_were_set() -> None:
-    assert v.setting_name("hub", v.CLI_SOURCE) == "--hub"
-    assert v.setting_name("jvm_heap", v.CLI_SOURCE) == "--jvm-heap"
-    assert v.setting_name("workdir", v.ENV_SOURCE) == "ISTIOBUILD_WORKDIR"
-    assert v.setting_name("repos", v.ENV_SOURCE, "proxy") == "ISTIOBUILD_REPOS_PROXY"
-    assert v.setting_name("repos", "/x/istiobuild.toml", "proxy") == "repos.proxy in /x/istiobuild.toml"
-    assert v.setting_name("tag") == "tag"
+    assert g.setting_name("hub", g.CLI_SOURCE) == "--hub"
+    assert g.setting_name("jvm_heap", g.CLI_SOURCE) == "--jvm-heap"
+    assert g.setting_name("workdir", g.ENV_SOURCE) == "ISTIOBUILD_WORKDIR"
+    assert g.setting_name("repos", g.ENV_SOURCE, "proxy") == "ISTIOBUILD_REPOS_PROXY"
+    assert g.setting_name("repos", "/x/istiobuild.toml", "proxy") == "repos.proxy in /x/istiobuild.toml"
+    assert g.setting_name("tag") == "tag"
 
 
 def test_values_from_the_environment_and_the_command_line_are_named_so(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from istiobuild import config, doctor, release, secrets, toolchain, validate
+from istiobuild import config, doctor, grammar, release, secrets, toolchain
 from istiobuild.arch import Arch, host_arch, parse_arch
 from istiobuild.console import Console
 from istiobuild.errors import UsageError
@@ -29,8 +29,7 @@ def prepare(
     settings_cli: Mapping[str, Any], *, force: bool = False, dry_run: bool = False, allow_modified: bool = False
 ) -> Build:
     """Settings from every layer, validated before anything else; then the release, target, toolchain, plan."""
-    settings, origin = config.load(settings_cli)
-    validate.validate(settings, origin=origin)
+    settings, _ = config.load(settings_cli)  # validated: every value against its grammar
     rel = release.get(settings.release)
     host = host_arch()
     target = parse_arch(settings.arch) if settings.arch else host
@@ -126,7 +125,7 @@ def verify_images(names: list[str], arch: str, *, labels: bool, as_json: bool) -
 
     if not names:
         raise UsageError("no image to verify", hint="pass --image NAME (repeatable)")
-    images = [validate.check_image_reference(n, "--image") for n in names]
+    images = [grammar.check_image_reference(n, "--image") for n in names]
     target = parse_arch(arch) if arch else host_arch()
     cli = dockerapi.client()
     findings = []
@@ -158,17 +157,16 @@ def raise_verify(image: str, what: str) -> None:
 def manifest(*, hub: str, tag: str, names: str, arches: str, release_name: str | None, insecure: bool) -> None:
     from istiobuild.stages.publish import manifest as join
 
-    settings, origin = config.load({"release": release_name})
-    validate.validate(settings, origin=origin)
-    hub = validate.check_hub(hub, "--hub")
+    settings, _ = config.load({"release": release_name})
+    hub = grammar.check_hub(hub, "--hub")
     rel = release.get(settings.release)
     wanted: list[Arch] = [parse_arch(a) for a in arches.split(",") if a]
-    tag = validate.check_tag(tag or rel.version, "--tag")
+    tag = grammar.check_tag(tag or rel.version, "--tag")
     image_names = [n for n in names.split(",") if n] or [
         t.removeprefix("docker.") for t in rel.docker_targets if all(t in rel.docker_targets_for(a) for a in wanted)
     ]
     for name in image_names:
-        validate.check_image_reference(f"{hub}/{name}:{tag}", "--names")
+        grammar.check_image_reference(f"{hub}/{name}:{tag}", "--names")
     local = hub.split("/", 1)[0].split(":", 1)[0] in ("localhost", "127.0.0.1") or hub.startswith("127.")
     log = settings.workdir / "logs" / f"manifest-{tag}.log"
     for name in image_names:
@@ -187,10 +185,9 @@ def example(dest: str) -> None:
 def host_builder(image: str, workdir: str | None) -> None:
     from istiobuild import dockerapi, hostbuilder
 
-    settings, origin = config.load({"workdir": workdir})
-    validate.validate(settings, origin=origin)
+    settings, _ = config.load({"workdir": workdir})
     dockerapi.client()
-    name = validate.check_image_reference(image or f"istiobuild/host-builder:{host_arch().goarch}", "--image")
+    name = grammar.check_image_reference(image or f"istiobuild/host-builder:{host_arch().goarch}", "--image")
     hostbuilder.make(name, settings.cache / "host-builder", settings.workdir / "logs" / "host-builder.log")
     print(name)
 

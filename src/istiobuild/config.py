@@ -12,15 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from istiobuild.errors import ConfigError
-from istiobuild.validate import (
-    CLI_SOURCE,
-    ENV_PREFIX,
-    ENV_SOURCE,
-    check_page_size,
-    check_path_text,
-    setting_name,
-    validate,
-)
+from istiobuild.grammar import CLI_SOURCE, ENV_PREFIX, ENV_SOURCE, setting_name
+from istiobuild.validate import check_page_size, check_path_text, validate
 
 if sys.version_info >= (3, 11):
     import tomllib
