@@ -173,29 +173,12 @@ def _build(path: Path, where: str, version: str, line: Mapping[str, Any], table:
     istio = _pin(path, f"{where} istio", table["istio"], envoy=False)
     envoy = _pin(path, f"{where} envoy", table["envoy"], envoy=True)
 
-    repos = line["repos"]
-    if set(repos) != {c.value for c in Component}:
-        raise _fail(path, "[line.repos]", "must name proxy, envoy and istio")
-    urls: dict[Component, str] = {}
-    for comp in Component:
-        template = str(repos[comp.value])
-        fetch_repo = envoy.get("public_repo") or envoy["repo"]
-        urls[comp] = template.replace("{envoy_repo}", fetch_repo)
-    owner = {
-        Component.PROXY: _repo_from_url(urls[Component.PROXY]),
-        Component.ISTIO: _repo_from_url(urls[Component.ISTIO]),
-    }
-
-
-    series = _series(path, where, line, table)
-    skip = _skip_targets(path, where, line)
-    downloads = _downloads(path, where, line)
-    base_images = _base_images(path, where, line)
-
+    urls = _urls(path, line, envoy)
+    owner = {c: _repo_from_url(urls[c]) for c in (Component.PROXY, Component.ISTIO)}
     return Release(
         version=version,
-        base_images=base_images,
-        downloads=tuple(downloads),
+        base_images=_base_images(path, where, line),
+        downloads=tuple(_downloads(path, where, line)),
         line=line["name"],
         pins={
             Component.PROXY: Pin(repo=owner[Component.PROXY], commit=proxy["commit"], tag=proxy["tag"]),
@@ -215,10 +198,19 @@ def _build(path: Path, where: str, version: str, line: Mapping[str, Any], table:
         envoy_output=line["envoy_output"],
         gopath=line["gopath"],
         docker_targets=tuple(line["docker_targets"]),
-        skip_docker_targets=skip,
-        series=series,
+        skip_docker_targets=_skip_targets(path, where, line),
+        series=_series(path, where, line, table),
         note=str(table.get("note", "")),
     )
+
+
+def _urls(path: Path, line: Mapping[str, Any], envoy: Mapping[str, str]) -> dict[Component, str]:
+    """Where each component is fetched from; {envoy_repo} is the release's (public) envoy repository."""
+    repos = line["repos"]
+    if set(repos) != {c.value for c in Component}:
+        raise _fail(path, "[line.repos]", "must name proxy, envoy and istio")
+    fetch_repo = envoy.get("public_repo") or envoy["repo"]
+    return {comp: str(repos[comp.value]).replace("{envoy_repo}", fetch_repo) for comp in Component}
 
 
 def _series(

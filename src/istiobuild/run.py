@@ -157,9 +157,7 @@ def run(
     log: Path | None = None,
     capture: bool = False,
     check: bool = True,
-    dry_run: bool = False,
     secrets: Iterable[str] = (),
-    echo: Callable[[str], None] | None = None,
     on_line: Callable[[str], None] | None = None,
     stdin: str | None = None,
     what: str = "",
@@ -179,24 +177,10 @@ def run(
     delta = dict(env or {})
     redactor = Redactor((*secrets, *registered_secrets()))
     line = format_command(argv, cwd=cwd, env=delta, secrets=redactor.secrets)
-    if echo is not None:
-        echo(line)
-    if dry_run:
-        return Result(argv=argv, returncode=0, stdout="", tail=(), seconds=0.0)
     full_env = child_environ(os.environ if base_env is None else base_env, redactor.secrets)
     full_env.update(delta)
-    exe = argv[0]
-    if os.sep not in exe and which(exe, full_env.get("PATH")) is None:
-        raise ToolError(
-            redactor.text(f"{exe} is not installed (needed to {what or 'run ' + shlex.join(argv[:2])})"),
-            hint=f"install {exe} and make sure it is on PATH; `invoke doctor` lists every tool",
-        )
-    log_fh: IO[bytes] | None = None
-    if log is not None:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log_fh = log.open("ab")
-        log_fh.write((line + "\n").encode())
-        log_fh.flush()
+    _require(argv, full_env, redactor, what)
+    log_fh = _open_log(log, line)
     state = _Run(argv, log, log_fh, redactor, capture, stdin, on_line)
     start = time.monotonic()
     try:
@@ -214,6 +198,26 @@ def run(
             log=log,
         )
     return result
+
+
+def _require(argv: tuple[str, ...], env: Mapping[str, str], redactor: Redactor, what: str) -> None:
+    exe = argv[0]
+    if os.sep not in exe and which(exe, env.get("PATH")) is None:
+        raise ToolError(
+            redactor.text(f"{exe} is not installed (needed to {what or 'run ' + shlex.join(argv[:2])})"),
+            hint=f"install {exe} and make sure it is on PATH; `invoke doctor` lists every tool",
+        )
+
+
+def _open_log(log: Path | None, line: str) -> IO[bytes] | None:
+    """The step's log, opened for appending, starting with the (masked) command line."""
+    if log is None:
+        return None
+    log.parent.mkdir(parents=True, exist_ok=True)
+    fh = log.open("ab")
+    fh.write((line + "\n").encode())
+    fh.flush()
+    return fh
 
 
 def _supervise(state: _Run, cwd: Path | None, env: dict[str, str], roots: tuple[Path, ...]) -> tuple[int, str]:
