@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import time
@@ -12,7 +13,7 @@ from typing import Any
 
 from istiobuild import doctor, fsutil, secrets
 from istiobuild.downloads import sha256_file
-from istiobuild.errors import IstiobuildError, ToolError, UsageError
+from istiobuild.errors import IstiobuildError, StepFailed, ToolError, UsageError
 from istiobuild.executor import Executor
 from istiobuild.git import head, worktree_tree
 from istiobuild.plan import BuildPlan
@@ -158,6 +159,16 @@ def _stage_scope(ex: Executor, stage: Stage) -> Iterator[None]:
             exc.log = ex.log
         if not exc.message.startswith("stage "):
             exc.message = f"stage {stage.name.value} failed: {exc.message}"
+        raise
+    except OSError as exc:  # disk full, a path that vanished, no permission: one line, not a traceback
+        hint = "free some disk space, then run the same command again" if exc.errno == errno.ENOSPC else ""
+        where = f": {exc.filename}" if exc.filename else ""
+        raise StepFailed(
+            f"stage {stage.name.value} failed: {exc.strerror or exc}{where}", hint=hint, log=ex.log
+        ) from exc
+    except Exception as exc:
+        if type(exc).__module__.startswith("docker"):  # the docker SDK's errors: the daemon's own words
+            raise StepFailed(f"stage {stage.name.value} failed: docker: {exc}", log=ex.log) from exc
         raise
     finally:
         for path in stage.secret_files:

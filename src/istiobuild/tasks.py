@@ -103,6 +103,11 @@ def define(name: str, doc: str, names: Sequence[str], body: Callable[[dict[str, 
         except KeyboardInterrupt:
             err = Interrupted("interrupted", hint="run the same command again to resume")
             raise Exit(err.render(), code=err.exit_code) from None
+        except OSError as exc:  # outside a stage: the workdir, a config file, a docker socket
+            if os.environ.get("ISTIOBUILD_DEBUG"):
+                traceback.print_exc()
+            where = f": {exc.filename}" if exc.filename else ""
+            raise Exit(f"error: {exc.strerror or exc}{where}", code=1) from None
         if ok is False:
             raise Exit(code=1)
 
