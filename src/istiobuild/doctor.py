@@ -19,7 +19,7 @@ from istiobuild.arch import Arch
 from istiobuild.config import Settings
 from istiobuild.release import Release
 from istiobuild.run import clean_environ
-from istiobuild.toolchain import Toolchain
+from istiobuild.toolchain import Toolchain, version_in
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 ALL_STAGES = frozenset({"checkout", "patch", "toolchain", "proxy", "istio", "images", "verify"})
@@ -71,13 +71,6 @@ def _numbers(text: str) -> tuple[int, ...]:
 def _at_least(line: str, wanted: str) -> bool:
     have, want = _numbers(line), _numbers(wanted)
     return bool(have) and have[: len(want)] >= want
-
-
-def version_in(line: str) -> str:
-    """The version in a `cc --version` first line ("... clang version 14.0.6", "gcc (Debian 12.2.0-14) 12.2.0")."""
-    tail = line.split("version", 1)[1] if "version" in line else line.rsplit(")", 1)[-1]
-    match = re.search(r"(\d+\.\d+(?:\.\d+)?)", tail) or re.search(r"(\d+(?:\.\d+)*)", line)
-    return match.group(1) if match else ""
 
 
 def _tool(

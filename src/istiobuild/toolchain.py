@@ -67,6 +67,13 @@ class Toolchain:
         return ", ".join(x for x in (low, high) if x) or "any"
 
 
+def version_in(line: str) -> str:
+    """The version in a `cc --version` first line ("... clang version 14.0.6", "gcc (Debian 12.2.0-14) 12.2.0")."""
+    tail = line.split("version", 1)[1] if "version" in line else line.rsplit(")", 1)[-1]
+    match = re.search(r"(\d+\.\d+(?:\.\d+)?)", tail) or re.search(r"(\d+(?:\.\d+)*)", line)
+    return match.group(1) if match else ""
+
+
 def _vtuple(version: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
 

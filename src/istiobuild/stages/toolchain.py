@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 
 from istiobuild import container, fsutil
@@ -14,7 +13,7 @@ from istiobuild.errors import ToolError
 from istiobuild.executor import Executor
 from istiobuild.run import run
 from istiobuild.steps import Action, Command, PlanInput, Stage, StageName
-from istiobuild.toolchain import Family
+from istiobuild.toolchain import Family, Toolchain, version_in
 
 PROBE_SOURCE = '#include <stdio.h>\nint main(void) { puts("probe"); return 0; }\n'
 
@@ -24,46 +23,28 @@ class CheckVersion(Action):
     """Run `<cc> --version` (as the probe's command does: on the host or in the builder) and check the range."""
 
     version_command: Command
-    toolchain: str
-    minimum: str
-    maximum: str
+    toolchain: Toolchain
     record: Path
 
     def render(self) -> str:
-        return f"run {self.version_command.render()} and check the version is in {self.toolchain}'s range"
+        return (
+            f"run {self.version_command.render()}; toolchain {self.toolchain.name} needs {self.toolchain.version_range}"
+        )
 
     def perform(self, ex: Executor) -> None:
-        cmd = self.version_command
+        cmd, tc = self.version_command, self.toolchain
         result = run(cmd.argv, cwd=cmd.cwd, env=cmd.env, capture=True, check=False, what=f"run {cmd.argv[0]}")
         first = (result.stdout or "\n".join(result.tail)).strip().splitlines()
         line = first[0] if first else ""
         version = version_in(line)
-        if not version or not _in_range(version, self.minimum, self.maximum):
-            wanted = (
-                ", ".join(
-                    x
-                    for x in (
-                        f">= {self.minimum}" if self.minimum else "",
-                        f"<= {self.maximum}" if self.maximum else "",
-                    )
-                    if x
-                )
-                or "any"
-            )
+        if not version or not tc.accepts(version):
             raise ToolError(
-                f"the compiler is version {version or 'unknown'} ({line!r}); toolchain {self.toolchain} needs {wanted}",
+                f"the compiler is version {version or 'unknown'} ({line!r}); "
+                f"toolchain {tc.name} needs {tc.version_range}",
                 hint="install a suitable compiler or choose a toolchain profile that matches (toolchains/*.toml)",
             )
-        fsutil.write_json(
-            self.record,
-            {
-                "toolchain": self.toolchain,
-                "cc": cmd.argv[-2] if len(cmd.argv) > 1 else "",
-                "version": version,
-                "line": line,
-            },
-        )
-        ex.console.info(f"toolchain {self.toolchain}: {line}")
+        fsutil.write_json(self.record, {"toolchain": tc.name, "cc": cmd.argv[-2], "version": version, "line": line})
+        ex.console.info(f"toolchain {tc.name}: {line}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -101,22 +82,6 @@ class CheckProbe(Action):
         ex.console.info(f"the probe is a {self.arch} ELF built by {info.compiler}")
 
 
-def version_in(line: str) -> str:
-    """The version in a `cc --version` first line ("... clang version 14.0.6", "gcc (Debian 12.2.0-14) 12.2.0")."""
-    tail = line.split("version", 1)[1] if "version" in line else line.rsplit(")", 1)[-1]
-    match = re.search(r"(\d+\.\d+(?:\.\d+)?)", tail) or re.search(r"(\d+\.\d+(?:\.\d+)?)", line)
-    return match.group(1) if match else ""
-
-
-def _numbers(version: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
-
-
-def _in_range(version: str, minimum: str, maximum: str) -> bool:
-    have = _numbers(version)
-    return not (minimum and have < _numbers(minimum)) and not (maximum and have > _numbers(maximum))
-
-
 def plan(p: PlanInput) -> Stage:
     tc, arch, host = p.toolchain, p.arch, p.host
     cc = tc.binaries_for(arch, host)["cc"]
@@ -136,13 +101,7 @@ def plan(p: PlanInput) -> Stage:
         summary=f"check toolchain {tc.name} ({tc.description}), version {tc.version_range}, builds for {arch}",
         steps=(
             WriteProbe(path=probe / "probe.c"),
-            CheckVersion(
-                version_command=version,
-                toolchain=tc.name,
-                minimum=tc.min_version,
-                maximum=tc.max_version,
-                record=p.layout.record("toolchain"),
-            ),
+            CheckVersion(version_command=version, toolchain=tc, record=p.layout.record("toolchain")),
             compile_,
             CheckProbe(binary=probe / "probe", arch=arch, family=tc.family, record=p.layout.record("toolchain")),
         ),
