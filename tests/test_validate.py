@@ -101,6 +101,7 @@ BAD: list[tuple[str, Any, str]] = [
     ("cache_dir", "c d", "a space"),
     ("downloads", "--downloads", "starts with '-'"),
     ("downloads", "d\x07x", "a control character"),
+    ("downloads", "/nonexistent/istiobuild-downloads", "is not a directory"),
     # numbers, programs, versions, header
     ("jobs", 100000, "beyond any machine"),
     ("jobs", 1025, "1..1024"),
@@ -167,7 +168,7 @@ GOOD: list[tuple[str, Any]] = [
     ("mirror", "./mirrors"),
     ("repos", {"proxy": "https://github.com/istio/proxy.git", "envoy": "/srv/envoy.git"}),
     ("cache_dir", "cache"),
-    ("downloads", "/srv/downloads with spaces"),
+    ("downloads", "downloads with spaces"),  # relative to tmp_path, made by the test
     ("jobs", 0),
     ("jobs", 1024),
     ("jvm_heap", "512m"),
@@ -185,6 +186,9 @@ GOOD: list[tuple[str, Any]] = [
 
 @pytest.mark.parametrize(("key", "value"), GOOD)
 def test_good_values_pass(tmp_path: Path, key: str, value: Any) -> None:
+    if key == "downloads":
+        value = str(tmp_path / value)
+        Path(value).mkdir()
     settings = settings_with(tmp_path, **{key: value})
     assert getattr(settings, key) == value or key == "cache_dir"
 

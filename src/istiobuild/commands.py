@@ -161,8 +161,10 @@ def manifest(*, hub: str, tag: str, names: str, arches: str, release_name: str |
     hub = grammar.check_hub(hub, "--hub")
     rel = release.get(settings.release)
     wanted: list[Arch] = [parse_arch(a) for a in arches.split(",") if a]
+    if len(set(wanted)) < 2:
+        raise UsageError(f"--arches {arches!r} names fewer than two arches", hint="e.g. --arches aarch64,x86_64")
     tag = grammar.check_tag(tag or rel.version, "--tag")
-    image_names = [n for n in names.split(",") if n] or [
+    image_names = [n.strip() for n in names.split(",") if n.strip()] or [
         t.removeprefix("docker.") for t in rel.docker_targets if all(t in rel.docker_targets_for(a) for a in wanted)
     ]
     for name in image_names:
@@ -187,7 +189,7 @@ def host_builder(image: str, workdir: str | None) -> None:
 
     settings, _ = config.load({"workdir": workdir})
     dockerapi.client()
-    name = grammar.check_image_reference(image or f"istiobuild/host-builder:{host_arch().goarch}", "--image")
+    name = grammar.check_image_reference(image or f"istiobuild/host-builder:{host_arch().goarch}", "--name")
     hostbuilder.make(name, settings.cache / "host-builder", settings.workdir / "logs" / "host-builder.log")
     print(name)
 

@@ -87,6 +87,20 @@ def settings_of(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def flag(name: str) -> str:
+    return "--" + name.rstrip("_").replace("_", "-")
+
+
+def given(values: dict[str, Any], name: str, default: str = "") -> str:
+    """An option's value, the default when it was not given; an explicitly empty value is an error."""
+    value = values[name]
+    if value == "":
+        from istiobuild.errors import UsageError
+
+        raise UsageError(f"{flag(name)} is empty; leave the flag out or give a value")
+    return default if value is None else str(value)
+
+
 def define(name: str, doc: str, names: Sequence[str], body: Callable[[dict[str, Any]], bool | None]) -> Task[Any]:
     """A task whose flags are `names` from the option table; body gets their values; False = exit 1."""
 
@@ -175,35 +189,36 @@ def _doctor(v: dict[str, Any]) -> bool:
 def _example(v: dict[str, Any]) -> None:
     from istiobuild import commands
 
-    commands.example(v["dest"] or "istiobuild-work/example-upstream")
+    commands.example(given(v, "dest", "istiobuild-work/example-upstream"))
 
 
 def _verify(v: dict[str, Any]) -> bool:
     from istiobuild import commands
 
-    return commands.verify_images(v["image"] or [], v["arch"] or "", labels=v["labels"], as_json=v["json_"])
+    return commands.verify_images(v["image"] or [], given(v, "arch"), labels=v["labels"], as_json=v["json_"])
 
 
 def _manifest(v: dict[str, Any]) -> None:
     from istiobuild import commands
     from istiobuild.errors import UsageError
 
-    if not v["hub"]:
+    if v["hub"] is None:
         raise UsageError("manifest needs --hub", hint="the hub the per-arch images were pushed to")
-    commands.manifest(hub=v["hub"], tag=v["tag"] or "", names=v["names"] or "", arches=v["arches"] or "aarch64,x86_64",
-                      release_name=v["release"], insecure=v["insecure"])  # fmt: skip
+    commands.manifest(hub=given(v, "hub"), tag=given(v, "tag"), names=given(v, "names"),
+                      arches=given(v, "arches", "aarch64,x86_64"), release_name=v["release"],
+                      insecure=v["insecure"])  # fmt: skip
 
 
 def _host_builder(v: dict[str, Any]) -> None:
     from istiobuild import commands
 
-    commands.host_builder(v["name"] or "", v["workdir"])
+    commands.host_builder(given(v, "name"), v["workdir"])
 
 
 def _check_patches(v: dict[str, Any]) -> bool:
     from istiobuild import commands
 
-    return commands.check_patches(v["mirrors"] or "", v["release"])
+    return commands.check_patches(given(v, "mirrors"), v["release"])
 
 
 ns = Collection(

@@ -176,6 +176,11 @@ def _validate_images(settings: Settings, name: _Names) -> None:
     if settings.tag:
         check_tag(settings.tag, name("tag"))
     check_hub(settings.hub, name("hub"), tag=settings.tag)
+    if settings.push and "hub" not in name.origin:
+        raise ConfigError(
+            "push needs a hub: the default `istio` is docker.io/istio, upstream's own",
+            hint="pass --hub HOST[:PORT]/NAMESPACE (or set hub in istiobuild.toml / ISTIOBUILD_HUB)",
+        )
     if settings.builder:
         check_image_reference(settings.builder, name("builder"))
     arches = [a.value for a in Arch]
@@ -197,6 +202,8 @@ def _validate_paths(settings: Settings, name: _Names) -> None:
             check_writable_dir(path, name(key))
     if settings.downloads:
         check_path_text(settings.downloads, name("downloads"))
+        if not Path(settings.downloads).is_dir():
+            raise fail(name("downloads"), settings.downloads, "is not a directory", "give the directory holding them")
 
 
 def _validate_build(settings: Settings, name: _Names) -> None:
