@@ -133,15 +133,17 @@ def _component_problem(part: str) -> str:
 
 def _name_problem(name: str) -> str | None:
     """Why `name` is not a docker repository name ([domain/]path), or None."""
+    parts = name.split("/")
+    domain = len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost")
+    path = "/".join(parts[1:] if domain else parts)  # a registry host may have upper case, the path not
     shape = (
         (not name, "is empty"),
-        (name != name.lower(), "has upper case letters (docker repository names are lower case)"),
+        (path != path.lower(), "has upper case letters (docker repository names are lower case)"),
         (name.endswith("/"), "ends with '/'"),
         ("@" in name, "has a digest ('@...'), which a repository name cannot have"),
     )
     problem = next((why for wrong, why in shape if wrong), None)
-    parts = name.split("/")
-    if not problem and len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+    if not problem and domain:
         problem = _host_problem(parts.pop(0))
     return problem or next((_component_problem(p) for p in parts if not _PATH_COMPONENT.fullmatch(p)), None)
 
