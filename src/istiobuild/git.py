@@ -89,7 +89,9 @@ def _alternate_entry(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def scratch_index(repo: Path, *, seed: bool = False, keep_objects: bool = False) -> Iterator[dict[str, str]]:
+def scratch_index(
+    repo: Path, *, seed: bool = False, keep_objects: bool = False, reads_objects: bool = True
+) -> Iterator[dict[str, str]]:
     """An environment for git with a throwaway index outside the repository.
 
     `seed` starts from a copy of the real index (its stat cache makes `add -A` fast). Unless
@@ -103,10 +105,14 @@ def scratch_index(repo: Path, *, seed: bool = False, keep_objects: bool = False)
         if seed and real.is_file():
             shutil.copy2(real, index)  # keeps the mtime: racily clean entries are still re-hashed
         if not keep_objects:
+            # New objects go to a throwaway directory. The repository's objects are an alternate only
+            # when the caller reads them (`reads_objects`): git "freshens" (touches) an object it
+            # would write when it already exists in an alternate, and hashing a working tree needs none.
             objects = Path(tmp) / "objects"
             objects.mkdir()
             env["GIT_OBJECT_DIRECTORY"] = str(objects)
-            env["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = _alternate_entry(git_path(repo, "objects"))
+            if reads_objects:
+                env["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = _alternate_entry(git_path(repo, "objects"))
         yield env
 
 
@@ -116,17 +122,18 @@ def worktree_tree(repo: Path, *, keep_objects: bool = False) -> str:
     Read-only for the repository (index and objects are private) unless `keep_objects`, which
     stores the tree's objects in the repository so that a commit can be made of it.
     """
-    with scratch_index(repo, seed=True, keep_objects=keep_objects) as env:
+    with scratch_index(repo, seed=True, keep_objects=keep_objects, reads_objects=False) as env:
         git(repo, "add", "-A", env=env)
-        return out(repo, "write-tree", env=env)
+        return out(repo, "write-tree", *(() if keep_objects else ("--missing-ok",)), env=env)
 
 
 def worktree_changes(repo: Path, commit: str) -> tuple[str, list[str]]:
     """(worktree tree id, paths where the working tree differs from `commit`); read-only."""
-    with scratch_index(repo, seed=True) as env:
+    with scratch_index(repo, seed=True, reads_objects=False) as env:
         git(repo, "add", "-A", env=env)
-        tree = out(repo, "write-tree", env=env)
-        names = git(repo, "diff-tree", "-r", "-z", "--no-renames", "--name-only", commit, tree, env=env).stdout
+        tree = out(repo, "write-tree", "--missing-ok", env=env)
+        readable = {**env, "GIT_ALTERNATE_OBJECT_DIRECTORIES": _alternate_entry(git_path(repo, "objects"))}
+        names = git(repo, "diff-tree", "-r", "-z", "--no-renames", "--name-only", commit, tree, env=readable).stdout
         return tree, [name for name in names.split("\0") if name]
 
 

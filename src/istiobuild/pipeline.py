@@ -188,7 +188,9 @@ def run(
     names = [s.name for s in plan.stages]
     for name in [*(only or []), *([start] if start else [])]:
         if name not in names:
-            raise UsageError(f"stage {name.value} is not part of this plan", hint=_missing_hint(name))
+            raise UsageError(
+                f"stage {name.value} is not part of this plan{_missing_why(name)}", hint=_missing_hint(name)
+            )
     wanted = [s for s in plan.stages if only is None or s.name in only]
     if ex.dry_run:
         return _dry_run(ex, plan, wanted, start)
@@ -197,6 +199,10 @@ def run(
         if todo:
             _preflight(ex, plan, tc, todo)
         return _loop(ex, plan, wanted, todo)
+
+
+def _missing_why(name: StageName) -> str:
+    return ": it runs only with --push" if name is StageName.PUBLISH else ""
 
 
 def _missing_hint(name: StageName) -> str:

@@ -118,6 +118,28 @@ class CollectEnvoy(Action):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class ReportRemoteCache(Action):
+    """bazel builds on without a remote cache it cannot use (down, refusing the header or the
+    credentials) and only warns in its output: say so on screen, once."""
+
+    log: Path
+
+    def render(self) -> str:
+        return f"count bazel's remote cache warnings in {self.log} and report them"
+
+    def perform(self, ex: Executor) -> None:
+        count = 0
+        with self.log.open("rb") as fh:
+            for line in fh:
+                count += b"WARNING: Reading from Remote Cache" in line or b"WARNING: Writing to Remote Cache" in line
+        if count:
+            ex.console.info(
+                f"warning: bazel could not use the remote cache ({count} warnings: refused, unreachable or failing); "
+                f"it built without it. Details in {self.log}"
+            )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class StopBazel(Action):
     root: Path
 
@@ -214,6 +236,8 @@ def plan(p: PlanInput) -> Stage:
         container.command(p, argv, proxy_dir, env, "bazel build; wee8 via gn/ninja from GN/NINJA"),
         CollectEnvoy(built=built, dest=dest, record=p.layout.record("envoy"), arch=p.arch, host=p.host),
     ]
+    if p.settings.remote_cache:
+        steps.append(ReportRemoteCache(log=p.layout.log("proxy")))
     if p.ci:
         steps.append(StopBazel(root=p.layout.bazel_root))
     notes = [f"wee8 {p.release.wee8} is built by a genrule running gn and ninja"] if p.release.wee8 else []

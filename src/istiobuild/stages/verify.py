@@ -3,6 +3,7 @@ then the verified images get their final names."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import tarfile
@@ -87,7 +88,8 @@ def verify_image(
     try:
         count, wrong, files = scan_elves(container.export(), arch)
     finally:
-        container.remove(force=True)
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):  # already being removed
+            container.remove(force=True)
     for path, machine in wrong:
         findings.append(Finding(image=image, ok=False, what=f"{path} is a {machine} binary, not {arch}"))
     findings.append(Finding(image=image, ok=not wrong, what=f"{count} ELF files, {count - len(wrong)} for {arch}"))
