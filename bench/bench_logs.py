@@ -2,7 +2,8 @@
 
 Streams SIZE bytes (default 1 GiB) through `istiobuild.run.run` (the child writes straight into the
 step's log file; the tail is read back at the end), through the runner with a live view (what a TTY
-gets: the log's newest line polled a few times a second), and through a plain redirect to a file,
+gets: the log's newest line polled a few times a second), through the runner with a secret to mask
+(the output is copied through the stream-safe redactor), and through a plain redirect to a file,
 alternating, REPEAT times each; prints the median times, their ratios (goal <= 1.05) and the peak
 memory of each (goal: flat, independent of SIZE).
 
@@ -34,7 +35,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1 << 30)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    results: dict[str, list[dict[str, float]]] = {"redirect": [], "runner": [], "runner-live": []}
+    results: dict[str, list[dict[str, float]]] = {"redirect": [], "runner": [], "runner-live": [], "runner-secret": []}
     for _ in range(args.repeat):
         for mode, runs in results.items():
             runs.append(measure(mode, args.size))
@@ -47,7 +48,12 @@ def main() -> None:
     print(
         f"  istiobuild run, live view (TTY)  {med['runner-live']:.2f} s   peak RSS {peak['runner-live'] / 1024:.1f} MiB"
     )
+    print(
+        f"  istiobuild run, masking a secret  {med['runner-secret']:.2f} s   "
+        f"peak RSS {peak['runner-secret'] / 1024:.1f} MiB"
+    )
     print(f"  ratio runner/redirect = {med['runner'] / med['redirect']:.3f}  (goal <= 1.05)")
+    print(f"  ratio masking/redirect = {med['runner-secret'] / med['redirect']:.3f}")
     print(f"  ratio live view/redirect = {med['runner-live'] / med['redirect']:.3f}")
     print(
         f"  runner peak RSS at 1/16 of the size: {small['peak_rss_kib'] / 1024:.1f} MiB "

@@ -35,11 +35,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "step.log"
         start = time.perf_counter()
-        if mode in ("runner", "runner-live"):
+        if mode in ("runner", "runner-live", "runner-secret"):
             from istiobuild.run import run
 
             seen: list[str] = []
-            run(producer(size), log=log, on_line=seen.append if mode == "runner-live" else None)
+            secrets = ["X-Cache-Token=not-in-the-output"] if mode == "runner-secret" else []
+            run(producer(size), log=log, on_line=seen.append if mode == "runner-live" else None, secrets=secrets)
         else:
             with log.open("wb") as fh:
                 subprocess.run(producer(size), stdout=fh, stderr=subprocess.STDOUT, check=True)
