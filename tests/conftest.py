@@ -2,14 +2,16 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from istiobuild.config import Layer, Settings, resolve
-
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "src"))  # this checkout's package, whatever else is installed
+
+from istiobuild.config import Layer, Settings, resolve  # noqa: E402
 
 
 @pytest.hookimpl(hookwrapper=True)
