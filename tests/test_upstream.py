@@ -28,3 +28,20 @@ def test_series_apply_to_real_upstream(version: str) -> None:
     failed = [f"{o.arch.value} {o.component.value}: {o.detail}" for o in outcomes if not o.ok]
     assert not failed, failed
     assert len(outcomes) == 9  # aarch64 with 4k and 64k pages, x86_64; three components each
+
+
+@pytest.mark.parametrize("version", REAL)
+def test_external_images_are_what_the_real_dockerfiles_name(version: str) -> None:
+    """`external_images` equals the FROM lines of the Dockerfiles docker.base and every docker target build
+    (tools/istio-docker.mk), at the pin, after the patch series of each target arch."""
+    from istiobuild import baseimages, patches
+    from istiobuild.arch import Arch
+    from istiobuild.release import BASE_TARGET, Component
+
+    rel = release.get(version)
+    repo = upstream.mirror_repo(Path(MIRRORS), Component.ISTIO)
+    expected = {image.name: image.targets for image in rel.external_images}
+    for arch, page in ((Arch.AARCH64, "4k"), (Arch.AARCH64, "64k"), (Arch.X86_64, "4k")):
+        series = patches.from_shipped(patches.select(rel, Component.ISTIO, arch, page))
+        named = baseimages.scan(repo, rel.pins[Component.ISTIO].commit, series, (BASE_TARGET, *rel.docker_targets))
+        assert named == expected, (arch.value, page)

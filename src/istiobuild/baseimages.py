@@ -1,12 +1,16 @@
-"""Base images: a per-arch map from the images upstream Dockerfiles name to the ones to use, and the
-example's base images, imported from a busybox-static rootfs for the target.
+"""Base images: a per-arch map from the images upstream Dockerfiles name to the ones to use, the
+resolution of every base image for the target platform (before any work, and again before `make
+docker`), and the example's base images, imported from a busybox-static rootfs for the target.
 
 The map comes from config (`base_images.<arch>`); applying it is a patch generated from the
-pinned commit, so it is checked, applied atomically and recorded like the shipped series.
+pinned commit, so it is checked, applied atomically and recorded like the shipped series. Which
+images the Dockerfiles name is release data (`external_images`), read from the real trees
+(`scan`, checked by tests/test_upstream.py). docs/base-images.md explains it all.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import io
 import re
@@ -19,14 +23,21 @@ from typing import Any
 
 from istiobuild import dockerapi, fsutil
 from istiobuild.arch import Arch
-from istiobuild.errors import ToolError
-from istiobuild.git import git, out
+from istiobuild.errors import DataError, ToolError
+from istiobuild.git import git, out, scratch_index
 from istiobuild.patches import PatchSource
+from istiobuild.release import BASE_TARGET, Release
 from istiobuild.run import run, which
 
 _FROM = re.compile(r"^(FROM\s+)(\S+)(.*)$")
 GENERATED_NAME = "generated/base-images.patch"
 EXAMPLE_BASE = "istiobuild/example-base"
+DOCS = "docs/base-images.md"
+# istio's DOCKER_RULE runs `docker build --build-arg BASE_DISTRIBUTION=$(VARIANT)`, DOCKER_BUILD_VARIANTS ?= default
+MAKE_BUILD_ARGS = {"BASE_DISTRIBUTION": "default"}
+_FROM_IMAGE = re.compile(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?\s*$", re.IGNORECASE)
+_ARG = re.compile(r"^\s*ARG\s+(\w+)(?:=(\S*))?\s*$", re.IGNORECASE)
+_VARIABLE = re.compile(r"\$\{?(\w+)\}?")
 BUSYBOX_APPLETS = (
     "sh", "ash", "cat", "chmod", "chown", "cp", "echo", "env", "false", "grep", "id", "ln", "ls", "mkdir",
     "mv", "rm", "sed", "sleep", "test", "[", "touch", "true", "uname", "which",
@@ -81,6 +92,69 @@ def patch_for(repo: Path, mapping: Mapping[str, str], after: Sequence[PatchSourc
     return PatchSource(name=GENERATED_NAME, path=path)
 
 
+# -- what the Dockerfiles name -------------------------------------------------------------------
+
+
+def named_images(dockerfile: str, build_args: Mapping[str, str] = MAKE_BUILD_ARGS) -> list[str]:
+    """The images a Dockerfile's FROM lines name, in order: not its own build stages, not `scratch`;
+    variables take the build args, else the defaults of the ARGs before the first FROM."""
+    args: dict[str, str] = {}
+    stages: set[str] = set()
+    found: list[str] = []
+    for line in dockerfile.splitlines():
+        arg = _ARG.match(line)
+        if arg and not stages:  # only the ARGs before the first FROM reach FROM lines
+            args[arg.group(1)] = build_args.get(arg.group(1), arg.group(2) or "")
+        match = _FROM_IMAGE.match(line)
+        if not match:
+            continue
+        image = _VARIABLE.sub(lambda v: args.get(v.group(1), v.group(0)), match.group(1))
+        if image.lower() not in stages and image != "scratch" and image not in found:
+            found.append(image)
+        stages.add((match.group(2) or f"#{len(stages)}").lower())
+    return found
+
+
+def dockerfile_for(makefile: str, target: str) -> str:
+    """The Dockerfile a docker.* target of tools/istio-docker.mk builds (its prerequisite naming one)."""
+    suffix = "." + target.partition(".")[2]
+    found = []
+    for line in makefile.splitlines():
+        head, colon, prerequisites = line.partition(":")
+        words = prerequisites.replace("$$(suffix $$@)", suffix).replace("$(suffix $@)", suffix).split()
+        if head.strip() == target and colon and words and "=" not in words[0]:  # not a target-specific variable
+            found += [word for word in words if "Dockerfile" in word]
+    if len(found) != 1:
+        raise DataError(f"tools/istio-docker.mk: {target} names {len(found)} Dockerfiles ({', '.join(found)})")
+    return found[0]
+
+
+def repository(image: str) -> str:
+    """An image reference without its digest and tag."""
+    name = image.partition("@")[0]
+    head, _, last = name.rpartition("/")
+    return f"{head}/{last.partition(':')[0]}" if head else last.partition(":")[0]
+
+
+def scan(repo: Path, commit: str, patches: Sequence[PatchSource], targets: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Every external image the Dockerfiles of `targets` name at `commit` with `patches` applied (in a throwaway
+    index; bare mirrors work), mapped to the targets naming it. Images the same make builds
+    (docker.io/istio/<target>, e.g. istio/base from docker.base) are not external."""
+    built = {f"{hub}{t.partition('.')[2]}" for t in (BASE_TARGET, *targets) for hub in ("docker.io/istio/", "istio/")}
+    found: dict[str, list[str]] = {}
+    with scratch_index(repo) as env:
+        git(repo, "read-tree", commit, env=env)
+        for patch in patches:
+            git(repo, "apply", "--cached", "--whitespace=nowarn", "--", str(patch.path), env=env)
+        makefile = git(repo, "show", ":tools/istio-docker.mk", env=env).stdout
+        for target in targets:
+            dockerfile = git(repo, "show", f":{dockerfile_for(makefile, target)}", env=env).stdout
+            for image in named_images(dockerfile):
+                if repository(image) not in built:
+                    found.setdefault(image, []).append(target)
+    return {image: tuple(names) for image, names in found.items()}
+
+
 def busybox_deb(arch: Arch, debs: Path, log: Path) -> Path:
     """busybox-static for the arch, from Debian (apt verifies it against the signed index)."""
     debs.mkdir(parents=True, exist_ok=True)
@@ -131,37 +205,137 @@ def busybox_rootfs(deb: Path) -> bytes:
     return out.getvalue()
 
 
-def ensure(cli: Any, images: Sequence[str], arch: Arch, *, debs: Path, rootfs: Path, log: Path) -> list[str]:
-    """Every image the base-image map points to exists locally for the arch; returns what was made."""
-    made = []
-    for image in images:
-        if dockerapi.has_image(cli, image):
-            os_, have = dockerapi.image_arch(cli, image)
-            if have != arch.goarch:
-                raise dockerapi.DockerError(
-                    f"base image {image} is {os_}/{have}, but the target is {arch.oci_platform}",
-                    hint=f"point base_images.{arch.value} at an image for {arch.oci_platform}",
-                )
-            continue
-        if image.startswith(EXAMPLE_BASE + ":"):
-            tar = rootfs / f"busybox-{arch.goarch}.tar"
-            fsutil.write_atomic(tar, busybox_rootfs(busybox_deb(arch, debs, log)))
-            run(
-                ["docker", "import", "--platform", arch.oci_platform, str(tar), image],
-                log=log,
-                what=f"docker import {image}",
-            )
-            dockerapi.finalize(cli, image, {}, arch, rootfs / "scratch")  # this daemon ignores --platform
-            made.append(image)
-            continue
+# -- resolving them for the target ----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Base:
+    """A base image a build for one arch needs: the name FROM lines use upstream, the image used for it
+    (after the base_images map), the targets whose Dockerfile names it, and the pinned digest ("" = none)."""
+
+    name: str
+    use: str
+    targets: tuple[str, ...] = ()
+    pin: str = ""
+
+    def mapped(self, arch: Arch) -> str:
+        return f" (base_images.{arch.value} maps {self.name} to it)" if self.use != self.name else ""
+
+    def describe(self, arch: Arch) -> str:
+        return f"base image {self.use}{self.mapped(arch)}"
+
+
+def bases_for(release: Release, arch: Arch, mapping: Mapping[str, str]) -> tuple[Base, ...]:
+    """The base images a build of `release` for `arch` needs. A release's pin holds for the name upstream uses;
+    a mapped image is the user's (pin it with name@sha256:... in the map). Without release data: the map."""
+    if not release.external_images:
+        return tuple(Base(name=k, use=v) for k, v in sorted(mapping.items()))
+    bases = []
+    for image in release.external_images_for(arch):
+        use = mapping.get(image.name, image.name)
+        pin = image.digests.get(arch, "") if use == image.name else ""
+        bases.append(Base(name=image.name, use=use, targets=image.targets, pin=pin))
+    return tuple(bases)
+
+
+class _Unusable(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def resolve(
+    cli: Any, bases: Sequence[Base], arch: Arch, *, debs: Path, rootfs: Path, log: Path
+) -> list[dict[str, Any]]:
+    """Every base image exists locally for the arch (imported for the example, else pulled with the platform),
+    has the target's os/arch and the pinned digest; returns what each resolved to. All problems are one error."""
+    resolved, problems = [], []
+    for base in bases:
         try:
-            cli.images.pull(image, platform=arch.oci_platform)
-        except Exception as exc:
-            raise dockerapi.DockerError(
-                f"base image {image} for {arch.oci_platform} is not available: {type(exc).__name__}",
-                hint=f"pull or import it, or map it to one you have with base_images.{arch.value} "
-                f"(e.g. {EXAMPLE_BASE}:{arch.goarch})",
-            ) from None
-    return made
+            resolved.append(_resolve_one(cli, base, arch, debs=debs, rootfs=rootfs, log=log))
+        except _Unusable as exc:
+            problems.append(exc.message)
+    if problems:
+        many = f"{len(problems)} base images cannot be used for {arch.oci_platform}: " if len(problems) > 1 else ""
+        raise dockerapi.DockerError(
+            many + "; ".join(problems),
+            hint=f"nothing was built. {DOCS} shows how to map, pull, load and pin base images per arch",
+        )
+    return resolved
 
 
+def _resolve_one(cli: Any, base: Base, arch: Arch, *, debs: Path, rootfs: Path, log: Path) -> dict[str, Any]:
+    how = "local"
+    with dockerapi.name_lock(base.use):
+        if not dockerapi.has_image(cli, base.use):
+            how = _obtain(cli, base, arch, debs=debs, rootfs=rootfs, log=log)
+        attrs = cli.images.get(base.use).attrs
+    os_, have = attrs.get("Os", ""), attrs.get("Architecture", "")
+    if (os_, have) != ("linux", arch.goarch):
+        pulled = f" pulled for {arch.oci_platform}" if how == "pulled" else ""
+        raise _Unusable(f"{base.describe(arch)}{pulled} is {os_}/{have}, not {arch.oci_platform}: {_fix(base, arch)}")
+    digests = tuple(attrs.get("RepoDigests") or ())
+    image_id = str(attrs.get("Id", ""))
+    if base.pin and base.pin != image_id and not any(d.endswith(f"@{base.pin}") for d in digests):
+        have_digests = ", ".join(digests) or "none"
+        raise _Unusable(
+            f"{base.describe(arch)} for {arch.oci_platform} is {image_id} (repo digests: {have_digests}),"
+            f" but the release pins {base.pin}: docker load (or pull by its manifest digest with --platform "
+            f"{arch.oci_platform}) the pinned image and tag it {base.use}, "
+            f"or map {base.name} under base_images.{arch.value}"
+        )
+    return {
+        "name": base.name,
+        "image": base.use,
+        "targets": list(base.targets),
+        "id": image_id,
+        "repo_digests": list(digests),
+        "os": os_,
+        "architecture": have,
+        "variant": attrs.get("Variant", ""),
+        "pinned": base.pin,
+        "how": how,
+    }
+
+
+def _fix(base: Base, arch: Arch) -> str:
+    if base.use != base.name:
+        return f"point base_images.{arch.value} {base.name!r} at a {arch.oci_platform} image"
+    return (
+        f"map it under base_images.{arch.value} to a {arch.oci_platform} image, or replace it with "
+        f"`docker pull --platform {arch.oci_platform} {base.use}`"
+    )
+
+
+def _obtain(cli: Any, base: Base, arch: Arch, *, debs: Path, rootfs: Path, log: Path) -> str:
+    """Make a missing base image: the example's from a busybox rootfs, anything else pulled for the platform."""
+    if base.use.startswith(EXAMPLE_BASE + ":"):
+        tar = rootfs / f"busybox-{arch.goarch}.tar"
+        fsutil.write_atomic(tar, busybox_rootfs(busybox_deb(arch, debs, log)))
+        run(
+            ["docker", "import", "--platform", arch.oci_platform, str(tar), base.use],
+            log=log,
+            what=f"docker import {base.use}",
+        )
+        dockerapi.finalize(cli, base.use, {}, arch, rootfs / "scratch")  # this daemon ignores --platform
+        return "imported"
+    try:
+        cli.images.pull(base.use, platform=arch.oci_platform)
+    except Exception as exc:
+        reason = str(getattr(exc, "explanation", "") or exc).strip().splitlines()
+        fix = (
+            f"point base_images.{arch.value} {base.name!r} at an image you have for {arch.oci_platform}"
+            if base.use != base.name
+            else f"docker pull --platform {arch.oci_platform} {base.use} (air-gapped: docker load it, or map it "
+            f"under base_images.{arch.value})"
+        )
+        raise _Unusable(
+            f"base image {base.use} for {arch.oci_platform} is not available{base.mapped(arch)} "
+            f"({type(exc).__name__}: {reason[0][:200] if reason else 'no reason given'}): {fix}"
+        ) from None
+    return "pulled"
+
+
+def write_record(path: Path, arch: Arch, resolved: Sequence[Mapping[str, Any]]) -> None:
+    """<out>/base-images.json: every base image with what it resolved to (ID, repo digests, os/arch)."""
+    fsutil.write_json(path, {"arch": arch.value, "platform": arch.oci_platform, "images": list(resolved)})

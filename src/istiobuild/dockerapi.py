@@ -144,3 +144,23 @@ def labels(cli: Any, name: str) -> dict[str, str]:
             f"image {name} does not exist", hint="build or pull it first (`docker images` lists them)"
         ) from None
     return dict(found)
+
+
+def short_name(name: str) -> str:
+    """A reference as `docker images` lists it (no docker.io/ or docker.io/library/ prefix)."""
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
+
+
+def local_image_ids() -> dict[str, str]:
+    """Every local image `repository:tag` with its ID, from one `docker images` (no SDK import)."""
+    from istiobuild.run import run
+
+    listed = run(
+        ["docker", "images", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}}\t{{.ID}}"],
+        capture=True,
+        what="list the local docker images",
+    ).stdout
+    return dict(line.split("\t", 1) for line in listed.splitlines() if "\t" in line)

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from istiobuild.arch import Arch
-from istiobuild.errors import DataError, UsageError
+from istiobuild.errors import ConfigError, DataError, UsageError
+from istiobuild.grammar import check_image_reference
 from istiobuild.resources import data_dir
 
 if sys.version_info >= (3, 11):
@@ -44,6 +45,16 @@ class Pin:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class ExternalImage:
+    """An image a Dockerfile of the release names in a FROM line (not a build stage, not one the same make
+    builds), the docker targets whose Dockerfile names it, and optional pins per target arch."""
+
+    name: str
+    targets: tuple[str, ...]
+    digests: Mapping[Arch, str] = dataclasses.field(default_factory=dict)  # sha256:<hex>: image ID or repo digest
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Release:
     """Everything the plan needs to know about one release."""
 
@@ -62,13 +73,21 @@ class Release:
     series: Mapping[Component, tuple[str, ...]]
     downloads: tuple[Mapping[str, Any], ...] = ()  # files init scripts would fetch (templates)
     base_images: Mapping[Arch, Mapping[str, str]] = dataclasses.field(default_factory=dict)  # release's defaults
+    external_images: tuple[ExternalImage, ...] = ()  # what the Dockerfiles name in FROM lines
+    cross: tuple[Arch, ...] = ()  # targets the build can be cross-compiled for (it takes the target from the plan)
     note: str = ""
 
     def docker_targets_for(self, arch: Arch) -> tuple[str, ...]:
         skip = set(self.skip_docker_targets.get(arch, ()))
         return tuple(t for t in self.docker_targets if t not in skip)
 
+    def external_images_for(self, arch: Arch) -> tuple[ExternalImage, ...]:
+        """The external images a build for `arch` needs: docker.base's and those of the targets it builds."""
+        built = {BASE_TARGET, *self.docker_targets_for(arch)}
+        return tuple(i for i in self.external_images if built & set(i.targets))
 
+
+BASE_TARGET = "docker.base"  # the images stage always builds it (docker.io/istio/base)
 _SHA1 = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # Release names are used in paths and argv: allow only what a version string needs.
@@ -86,7 +105,7 @@ _LINE_KEYS = {
     "repos": dict,
     "patches": dict,
 }
-_OPTIONAL_LINE_KEYS = {"downloads": list, "base_images": dict}
+_OPTIONAL_LINE_KEYS = {"downloads": list, "base_images": dict, "external_images": dict, "cross": list}
 _DOWNLOAD_KEYS = {"name": str, "url": str, "sha256": str, "into": str, "place": list, "extract": str, "touch": list}
 _RELEASE_KEYS = {"proxy", "istio", "envoy", "extra_patches", "note"}
 
@@ -178,6 +197,8 @@ def _build(path: Path, where: str, version: str, line: Mapping[str, Any], table:
     return Release(
         version=version,
         base_images=_base_images(path, where, line),
+        cross=_cross(path, where, line),
+        external_images=_external_images(path, where, line),
         downloads=tuple(_downloads(path, where, line)),
         line=line["name"],
         pins={
@@ -258,6 +279,17 @@ def _downloads(path: Path, where: str, line: Mapping[str, Any]) -> list[dict[str
     return downloads
 
 
+def _cross(path: Path, where: str, line: Mapping[str, Any]) -> tuple[Arch, ...]:
+    """`cross = ["aarch64"]`: the targets whose build takes its target from the plan, not from `uname -m`."""
+    names = line["cross"]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise _fail(path, f"{where} cross", "must be a list of arch names")
+    try:
+        return tuple(Arch(n) for n in names)
+    except ValueError:
+        raise _fail(path, f"{where} cross", f"unknown arch in {names!r} (known: aarch64, x86_64)") from None
+
+
 def _base_images(path: Path, where: str, line: Mapping[str, Any]) -> dict[Arch, dict[str, str]]:
     base_images: dict[Arch, dict[str, str]] = {}
     for arch_name, mapping in line["base_images"].items():
@@ -266,6 +298,34 @@ def _base_images(path: Path, where: str, line: Mapping[str, Any]) -> dict[Arch, 
         except (ValueError, AttributeError):
             raise _fail(path, f"{where} base_images", f"unknown arch {arch_name!r} or not a table") from None
     return base_images
+
+
+def _external_images(path: Path, where: str, line: Mapping[str, Any]) -> tuple[ExternalImage, ...]:
+    """`external_images = { "<image>" = { targets = [...], digests = { <arch> = "sha256:<hex>" } } }`."""
+    known = {BASE_TARGET, *line["docker_targets"]}
+    if not isinstance(line["external_images"], Mapping):
+        raise _fail(path, f"{where} external_images", "must be a table")
+    found = []
+    for name, entry in line["external_images"].items():
+        at = f"{where} external_images.{name!r}"
+        try:
+            check_image_reference(name, "image")
+        except ConfigError as exc:
+            raise _fail(path, at, exc.message) from None
+        if not isinstance(entry, Mapping) or set(entry) - {"targets", "digests"} or "targets" not in entry:
+            raise _fail(path, at, "must be a table with targets = [...] and optionally digests = { <arch> = ... }")
+        targets = entry["targets"]
+        if not isinstance(targets, list) or not targets or not set(targets) <= known:
+            raise _fail(path, f"{at} targets", f"must be a non-empty list of {BASE_TARGET} or docker_targets entries")
+        digests = entry.get("digests", {})
+        if not isinstance(digests, Mapping) or not set(digests) <= {a.value for a in Arch}:
+            raise _fail(path, f"{at} digests", f"must map {' or '.join(a.value for a in Arch)} to sha256:<hex>")
+        for arch_name, digest in digests.items():
+            if not isinstance(digest, str) or not _SHA256.match(digest.removeprefix("sha256:")):
+                raise _fail(path, f"{at} digests.{arch_name}", "must be sha256:<64 hex characters>")
+        pins = {Arch(a): d if d.startswith("sha256:") else f"sha256:{d}" for a, d in digests.items()}
+        found.append(ExternalImage(name=name, targets=tuple(targets), digests=pins))
+    return tuple(found)
 
 
 def _repo_from_url(url: str) -> str:
