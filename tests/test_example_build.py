@@ -160,6 +160,22 @@ def link_params(proxy: Path) -> str:
     return (proxy / "bazel-bin" / "src" / "envoy" / "envoy-2.params").read_text()
 
 
+def metadata(plan: dict[str, Any]) -> dict[str, str]:
+    """The release metadata the plan stamps (the record stage carries it)."""
+    record = next(s for s in plan["stages"] if s["name"] == "record")
+    meta: dict[str, str] = record["steps"][0]["metadata"]
+    return meta
+
+
+def long_form(fields: Mapping[str, str]) -> str:
+    """istio.io/pkg/version's BuildInfo as `<binary> version` prints it."""
+    return "version.BuildInfo{" + ", ".join(f'{k}:"{v}"' for k, v in fields.items()) + "}"
+
+
+def go_version() -> str:
+    return subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def pinned_proxy_commit() -> str:
     text = (REPO / "releases" / "example.toml").read_text()
     match = re.search(r'^proxy = \{ tag = "0\.1\.0", commit = "([0-9a-f]{40})" \}', text, re.M)
@@ -192,10 +208,12 @@ def test_example_builds(tools: None, cache: Path, tmp_path: Path, arch: str, too
     else:
         assert strings and all(s.startswith("GCC:") for s in strings), strings
 
-    # envoy --version, like the real one: <proxy commit>/<version>/<status>/RELEASE/BoringSSL;
-    # the patched proxy checkout is "Modified"
+    # envoy --version, like the real one: <proxy commit>/<version>/<status>/RELEASE/BoringSSL; the patched
+    # checkout would be "Modified" (tests/test_example.py), the plan's workspace status names our series
+    meta = metadata(plan)
+    assert meta["proxy_status"].startswith("istiobuild-") and meta["proxy_revision"] == pinned_proxy_commit()
     out = run_for(arch, envoy, "--version")
-    assert f"envoy  version: {pinned_proxy_commit()}/0.1.0/Modified/RELEASE/BoringSSL" in out.splitlines()
+    assert f"envoy  version: {pinned_proxy_commit()}/0.1.0/{meta['proxy_status']}/RELEASE/BoringSSL" in out.splitlines()
 
     # 0004 (64K pages) is not selected for 4K pages: nothing asks the linker for 64K
     assert "max-page-size" not in link_params(proxy)
@@ -207,7 +225,16 @@ def test_example_builds(tools: None, cache: Path, tmp_path: Path, arch: str, too
     assert check["root"] == str(out_dir)
     for binary in ("pilot-discovery", "pilot-agent"):
         assert e_machine(out_dir / binary) == E_MACHINE[arch], binary
-    assert run_for(arch, out_dir / "pilot-discovery").strip() == f"pilot-discovery version 0.1.0 (linux/{GOARCH[arch]})"
+    stamped = {
+        "Version": "0.1.0",
+        "GitRevision": meta["istio_revision"],
+        "GolangVersion": go_version(),
+        "BuildStatus": meta["istio_status"],
+        "GitTag": "0.1.0",
+    }
+    assert meta["istio_status"].startswith("istiobuild-")
+    for binary in ("pilot-discovery", "pilot-agent"):
+        assert run_for(arch, out_dir / binary, "version").strip() == long_form(stamped), binary
     assert sha256(out_dir / "envoy") == sha256(envoy)
     istio_log = workdir / "logs" / f"example-{arch}-istio.log"
     assert f"to {out_dir}/envoy" in istio_log.read_text()  # init.sh's "Copying"
@@ -215,9 +242,24 @@ def test_example_builds(tools: None, cache: Path, tmp_path: Path, arch: str, too
     record = json.loads((workdir / f"example-{arch}" / "artifacts" / "envoy.json").read_text())
     assert (record["arch"], record["compiler"]) == (arch, toolchain)
     assert record["sha256"] == sha256(envoy) and "envoy  version:" in record["version"]
-    assert (
-        run_for(arch, out_dir / "pilot-agent", "version").strip() == f"pilot-agent version 0.1.0 (linux/{GOARCH[arch]})"
-    )
+    assert record["reported"]["status"] == meta["proxy_status"]
+    versions = json.loads((workdir / f"example-{arch}" / "artifacts" / "istio.json").read_text())
+    assert versions["pilot-discovery"]["version"] == stamped
+
+    # everything under the workdir: no GOPATH/bin beside it (Makefile.core.mk's default), no bazel server
+    # a Makefile started by itself in the build's private HOME
+    assert sorted(os.listdir(tmp_path)) == ["work"]
+    assert not (cache / "home" / ".cache" / "bazel").exists()
+    assert (workdir / f"example-{arch}" / "gopath" / "bin" / "envoy").is_file()
+    # the toolchain checked is the one used: what CC/CXX/AR/NM resolved to, in the record and the log
+    used = json.loads((workdir / f"example-{arch}" / "proxy-toolchain.json").read_text())
+    compilers = _compilers(arch, toolchain)
+    for var, name in (("CC", compilers[0]), ("CXX", compilers[1])):
+        found = shutil.which(name)
+        assert found is not None and used[var]["resolved"] == os.path.realpath(found), (var, used[var])
+        assert used[var]["path"] == str(cache / "toolchain" / arch / "bin" / Path(used[var]["path"]).name)
+    proxy_log = (workdir / "logs" / f"example-{arch}-proxy.log").read_text()
+    assert f"[istiobuild] toolchain: CC={used['CC']['name']} -> {used['CC']['resolved']}" in proxy_log
 
 
 def test_example_aarch64_for_64k_pages(tools: None, cache: Path, tmp_path: Path) -> None:
@@ -231,3 +273,86 @@ def test_example_aarch64_for_64k_pages(tools: None, cache: Path, tmp_path: Path)
     envoy = proxy / "bazel-bin" / "src" / "envoy" / "envoy"
     aligns = re.findall(r"^\s*LOAD\s.*\s(0x[0-9a-f]+)$", readelf("-l", str(envoy)), re.M)
     assert aligns and set(aligns) == {"0x10000"}, aligns
+
+
+# -- what reaches bazel and its actions ----------------------------------------------------------
+
+
+def _make_step(plan: dict[str, Any]) -> dict[str, Any]:
+    steps = next(s for s in plan["stages"] if s["name"] == "proxy")["steps"]
+    step: dict[str, Any] = next(s for s in steps if s.get("argv", [])[:2] == ["make", "build_envoy"])
+    return step
+
+
+def _genrule_env(stderr: str) -> dict[str, str]:
+    """The environment bazel --subcommands shows for the wee8 genrule (`exec env - K=V ... /bin/bash -c`)."""
+    start = stderr.index("SUBCOMMAND: # @com_googlesource_chromium_v8//:build")
+    block = stderr[start : stderr.index("/bin/bash -c", start)]
+    pairs = (m.group(1).split("=", 1) for m in re.finditer(r"^\s+([A-Z_]+=\S*) \\$", block, re.M))
+    return dict(pairs)
+
+
+def test_ar_and_nm_reach_the_wee8_genrule(tools: None, cache: Path, tmp_path: Path) -> None:
+    """Strict action env drops AR/NM unless passed (the genrule then falls back to `ar`/`nm`): the plan passes
+    them, and the genrule's PATH starts with the profile's tools."""
+    workdir = tmp_path / "work"
+    plan = build_example(HOST, "clang", workdir, cache)
+    make = _make_step(plan)
+    calls = tmp_path / "ar-calls"
+    calls.mkdir()
+    wrapper = tmp_path / "ar-wrapper"  # a distinct AR value also makes bazel run the genrule again
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {calls}/log\nexec {make["env"]["AR"]} "$@"\n')
+    wrapper.chmod(0o755)
+    env = {**istiobuild_env(cache), **make["env"], "AR": str(wrapper)}
+
+    def run_make(drop: tuple[str, ...] = ()) -> str:
+        extra = ["--subcommands", f"--sandbox_writable_path={calls}"]
+        argv = [
+            "BAZEL_BUILD_ARGS=" + " ".join([*(a for a in arg[17:].split() if a not in drop), *extra])
+            if arg.startswith("BAZEL_BUILD_ARGS=")
+            else arg
+            for arg in make["argv"]
+        ]
+        proc = subprocess.run(argv, cwd=make["cwd"], env=env, capture_output=True, text=True, check=False, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stderr
+
+    before = _genrule_env(run_make(drop=("--action_env=AR", "--action_env=NM")))
+    assert "AR" not in before and "NM" not in before and not (calls / "log").exists()
+    after = _genrule_env(run_make())
+    assert after["AR"] == str(wrapper) and after["NM"] == make["env"]["NM"]
+    assert after["CC"] == make["env"]["CC"] and after["PATH"].startswith(f"{cache}/toolchain/{HOST}/bin:")
+    assert "/usr/lib/llvm-9/bin" not in after["PATH"]
+    assert re.search(r"^rcs \S*libwee8\.a ", (calls / "log").read_text(), re.M)  # gn's alink ran our AR
+
+
+def test_unpatched_proxy_makefile_starts_a_stray_bazel_server(tools: None, cache: Path, tmp_path: Path) -> None:
+    """The real mechanism, with real bazel: parsing the unpatched Makefile (even `make -n`) starts a bazel server
+    in the default output root under HOME, outside the plan's; the example series (0003) stops it."""
+    upstream = tmp_path / "upstream"
+    subprocess.run([sys.executable, "-m", "istiobuild.example", str(upstream)], check=True, capture_output=True)
+    plan = json.loads(
+        invoke("plan", "--release", "example", "--workdir", str(tmp_path / "work"), "--json", env=istiobuild_env(cache))
+    )
+    make = _make_step(plan)
+    found: dict[bool, list[Path]] = {}
+    for patched in (False, True):
+        home = tmp_path / f"home-{patched}"
+        home.mkdir()
+        env = {**istiobuild_env(cache), **make["env"], "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")}
+        checkout = tmp_path / f"proxy-{patched}"
+        subprocess.run(["git", "clone", "--quiet", str(upstream / "proxy"), str(checkout)], check=True, env=env)
+        subprocess.run(["git", "-C", str(checkout), "checkout", "--quiet", pinned_proxy_commit()], check=True, env=env)
+        if patched:
+            series = REPO / "patches" / "proxy" / "example"
+            for name in (series / "series").read_text().split():
+                if name.endswith(".patch"):
+                    subprocess.run(["git", "-C", str(checkout), "apply", str(series / name)], check=True, env=env)
+        argv = ["make", "-n", *make["argv"][1:]]
+        proc = subprocess.run(argv, cwd=checkout, env=env, capture_output=True, text=True, check=False, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        found[patched] = sorted(home.glob(".cache/bazel/_bazel_*/*/server/server.pid.txt"))
+        if found[patched]:  # stop it, as its own client would
+            subprocess.run(["bazel", "shutdown"], cwd=checkout, env=env, capture_output=True, check=False, timeout=120)
+    assert found[False], "the unpatched Makefile started no bazel server"
+    assert found[True] == []

@@ -67,8 +67,42 @@ class Layout:
         return self.cache / "builder-home"
 
     @property
-    def cross_bin(self) -> Path:
+    def toolchain_bin(self) -> Path:
+        """Links to the profile's CC/CXX/AR/NM (named for the target in a cross build), first on the build's PATH."""
         return self.cache / "toolchain" / self.arch.value / "bin"
+
+    @property
+    def cross_bin(self) -> Path:
+        return self.toolchain_bin
+
+    @property
+    def home(self) -> Path:
+        """The private HOME of the build's make children: ~/.cache/bazel, ~/.bazelrc, Go's and git's user
+        configuration resolve here, never in the caller's home."""
+        return self.cache / "home"
+
+    @property
+    def home_env(self) -> dict[str, str]:
+        """HOME and the XDG directories derived from it, for the make children of the proxy and istio stages."""
+        return {
+            "HOME": str(self.home),
+            "XDG_CACHE_HOME": str(self.home / ".cache"),
+            "XDG_CONFIG_HOME": str(self.home / ".config"),
+        }
+
+    @property
+    def bazelisk_home(self) -> Path:
+        return self.cache / "bazelisk"
+
+    @property
+    def go_build_cache(self) -> Path:
+        """GOCACHE: content-addressed, safe to share between builds."""
+        return self.cache / "go" / "build"
+
+    @property
+    def go_mod_cache(self) -> Path:
+        """GOMODCACHE (Go >= 1.15; older Go keeps modules in $GOPATH/pkg/mod, also in the workdir)."""
+        return self.cache / "go" / "mod"
 
     # -- per release
     @property
@@ -98,6 +132,21 @@ class Layout:
     @property
     def scratch(self) -> Path:
         return self.out_dir / "image-scratch"
+
+    @property
+    def gopath(self) -> Path:
+        """GOPATH of istio's make (1.4.x puts its out/ and bin/ there; 1.5.x its bin/ and -pkgdir)."""
+        return self.out_dir / "gopath"
+
+    @property
+    def buildinfo(self) -> Path:
+        """The BUILDINFO file istio's common/scripts/gobuild.sh turns into -X ldflags."""
+        return self.out_dir / "istio-buildinfo"
+
+    @property
+    def workspace_status(self) -> Path:
+        """bazel's --workspace_status_command for the proxy build (the stamped revision and status)."""
+        return self.out_dir / "proxy-workspace-status"
 
     @property
     def bazel_rc(self) -> Path:

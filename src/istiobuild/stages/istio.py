@@ -14,7 +14,9 @@ from istiobuild.elf import read as read_elf
 from istiobuild.errors import StepFailed, UsageError
 from istiobuild.executor import Executor
 from istiobuild.release import Component
+from istiobuild.stages import record
 from istiobuild.steps import Action, PlanInput, Stage, StageName
+from istiobuild.targets import run_target
 
 # init.sh must never fetch anything unpinned: its download URLs point nowhere, and every file it
 # would download is placed by istiobuild first (see docs/downloads.md).
@@ -85,14 +87,120 @@ class CheckElves(Action):
         ex.console.info(f"istio: {len(found)} ELF files, all {self.arch}")
 
 
+# The binaries whose reported version the istio stage checks (istio.io/pkg/version's `version` command);
+# the first two are in every release and in the miniature, istioctl only where it was built.
+VERSION_PROBES: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("pilot-discovery", ("version",), True),
+    ("pilot-agent", ("version",), True),
+    ("istioctl", ("version", "--remote=false", "--short=false"), False),
+)
+
+
+def buildinfo_lines(meta: record.Metadata, status: str) -> list[str]:
+    """The BUILDINFO file: the keys common/scripts/report_build_info.sh prints, with the release's values."""
+    return [
+        f"istio.io/pkg/version.buildVersion={meta.version}",
+        f"istio.io/pkg/version.buildGitRevision={meta.istio_revision}",
+        f"istio.io/pkg/version.buildStatus={status}",
+        f"istio.io/pkg/version.buildTag={meta.tag}",
+        f"istio.io/pkg/version.buildHub={meta.hub}",
+    ]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WriteBuildInfo(Action):
+    """BUILDINFO for gobuild.sh: without it report_build_info.sh asks git, and our patched checkout (fetched
+    without tags) reports <sha>-dirty, Modified and an empty tag."""
+
+    path: Path
+    metadata: record.Metadata
+    patches_record: Path
+    home: Path
+
+    def render(self) -> str:
+        lines = "; ".join(buildinfo_lines(self.metadata, self.metadata.istio_status))
+        return (
+            f"write {self.path}: {lines} (buildStatus ends in {record.MODIFIED} if the patch stage recorded "
+            f"--allow-modified edits in istio); create the build's private HOME {self.home}"
+        )
+
+    def perform(self, ex: Executor) -> None:
+        status = self.metadata.istio_status
+        if record.modified(self.patches_record, [Component.ISTIO]):
+            status += record.MODIFIED
+        fsutil.write_atomic(self.path, "".join(f"{line}\n" for line in buildinfo_lines(self.metadata, status)))
+        self.home.mkdir(parents=True, exist_ok=True)
+        ex.console.info(
+            f"istio: version {self.metadata.version}, revision {self.metadata.istio_revision[:12]}, {status}"
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CheckVersions(Action):
+    """Run the built binaries' `version` command and compare what they report with the plan."""
+
+    root: Path
+    arch: Arch
+    host: Arch
+    expect: Mapping[str, str]
+    patches_record: Path
+    record: Path
+
+    def render(self) -> str:
+        runs = ", ".join(f"{self.root / name} {' '.join(args)}" for name, args, _ in VERSION_PROBES)
+        wanted = ", ".join(f"{k}={v}" for k, v in self.expect.items())
+        return f"run {runs} (where built); each must report {wanted}; add what they report to {self.record}"
+
+    def perform(self, ex: Executor) -> None:
+        data = fsutil.read_json_object(self.record) or {}
+        modified_ok = record.modified(self.patches_record, [Component.ISTIO])
+        for name, args, required in VERSION_PROBES:
+            binary = self.root / name
+            if not binary.is_file():
+                if required:
+                    raise StepFailed(f"istio's build finished but {binary} does not exist", log=ex.log)
+                continue
+            text = run_target(binary, *args, arch=self.arch, host=self.host, log=ex.log)
+            reported = record.istio_reported(text)
+            wrong = record.mismatches(reported, self.expect, modified_ok=modified_ok)
+            if wrong:
+                raise StepFailed(
+                    f"{name} {' '.join(args)} reports {'; '.join(wrong)}",
+                    hint="the binaries were not stamped from the plan's BUILDINFO (see docs/metadata.md)",
+                    log=ex.log,
+                )
+            data.setdefault(name, {})["version"] = reported
+        fsutil.write_json(self.record, data)
+        probed = ", ".join(n for n, _, _ in VERSION_PROBES if n in data)
+        ex.console.info(f"istio: {probed} report {self.expect['Version']}")
+
+
 def istio_out(p: PlanInput) -> Path:
     if p.release.gopath:
-        return p.layout.out_dir / "gopath" / "out" / f"linux_{p.arch.goarch}" / "release"
+        return p.layout.gopath / "out" / f"linux_{p.arch.goarch}" / "release"
     return p.checkout(Component.ISTIO) / "out" / f"linux_{p.arch.goarch}"
 
 
+def go_environment(p: PlanInput) -> dict[str, str]:
+    """Go under the workdir, nothing from the caller's Go environment (GOPATH, GOBIN, GOFLAGS, GOCACHE, go env -w
+    settings, a GOTOOLCHAIN switch). Without GOPATH, Makefile.core.mk sets it to <workdir>/.. and the module
+    cache, -pkgdir and ISTIO_BIN land there. GOPROXY/GOSUMDB stay the caller's (the network)."""
+    return {
+        "GOPATH": str(p.layout.gopath),
+        "GOBIN": str(p.layout.gopath / "bin"),
+        "GOCACHE": str(p.layout.go_build_cache),
+        "GOMODCACHE": str(p.layout.go_mod_cache),
+        "GOFLAGS": "",
+        "GOENV": "off",
+        "GO111MODULE": "on",
+        "GOTOOLCHAIN": "local",
+    }
+
+
 def environment(p: PlanInput) -> dict[str, str]:
-    """What istio's make sees: no container, the target arch, the local proxy, nothing downloaded."""
+    """What istio's make sees: no container, the target arch, the local proxy, nothing downloaded, the
+    release metadata (BUILDINFO for every Go binary, VERSION for the images), Go under the workdir."""
+    meta = record.metadata(p)
     env = {
         "BUILD_WITH_CONTAINER": "0",
         "TARGET_ARCH": p.arch.goarch,
@@ -100,10 +208,11 @@ def environment(p: PlanInput) -> dict[str, str]:
         "GOOS": "linux",
         "VERBOSE": "1",
         **OFFLINE,
+        "BUILDINFO": str(p.layout.buildinfo),
+        "VERSION": meta.version,
+        **go_environment(p),
     }
     local_envoy = str(p.layout.artifacts / "envoy")
-    if p.release.gopath:
-        env["GOPATH"] = str(p.layout.out_dir / "gopath")
     # USE_LOCAL_PROXY=1: istio takes ../proxy/<envoy_output> (proxy and istio are siblings) and
     # ISTIO_ENVOY_LOCAL names the checked copy in artifacts/
     env.update(USE_LOCAL_PROXY="1", ISTIO_ENVOY_LOCAL=local_envoy, ISTIO_ENVOY_LOCAL_PATH=local_envoy)
@@ -142,6 +251,8 @@ def plan(p: PlanInput) -> Stage:
     local_envoy = p.layout.artifacts / "envoy"
     items = _downloads(p, out)
     istio_dir = p.checkout(Component.ISTIO)
+    meta = record.metadata(p)
+    patches = p.layout.record("patches")
     return Stage(
         name=StageName.ISTIO,
         summary="build istio's Go binaries for the target with the local proxy",
@@ -153,14 +264,27 @@ def plan(p: PlanInput) -> Stage:
                 init_stamp=out / "istio_is_init",
                 record=p.layout.record("downloads"),
             ),
+            WriteBuildInfo(path=p.layout.buildinfo, metadata=meta, patches_record=patches, home=p.layout.home),
             container.command(
-                p, ["make", "build"], istio_dir, environment(p), "USE_LOCAL_PROXY=1: the envoy built by the proxy stage"
+                p,
+                ["make", "build"],
+                istio_dir,
+                {**environment(p), **p.layout.home_env},
+                "USE_LOCAL_PROXY=1: the envoy built by the proxy stage; stamped from BUILDINFO; a private HOME",
             ),
             CheckElves(root=out, arch=p.arch, record=p.layout.record("istio")),
+            CheckVersions(
+                root=out,
+                arch=p.arch,
+                host=p.host,
+                expect=record.istio_expected(meta),
+                patches_record=patches,
+                record=p.layout.record("istio"),
+            ),
         ),
         reads=(istio_dir,),
         consumes=(local_envoy,),
-        produces=(p.layout.record("istio"),),
+        produces=(p.layout.buildinfo, p.layout.record("istio")),
         notes=tuple(f"download {d.name}: sha256 {d.sha256 or 'not pinned (supply it)'}" for d in items),
     )
 

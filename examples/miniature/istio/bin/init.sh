@@ -11,6 +11,9 @@ ROOTDIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ISTIO_GO=${ISTIO_GO:-${ROOTDIR}}
 OUT_DIR=${OUT_DIR:-${ROOTDIR}/out}
 ISTIO_OUT=${ISTIO_OUT:-${OUT_DIR}/linux_amd64}
+# istio and deps binaries: $GOPATH/bin unless the Makefile says (istio 1.4.x).
+GOPATH=${GOPATH:-$(cd "${ROOTDIR}/../../.." && pwd)}
+ISTIO_BIN=${ISTIO_BIN:-${GOPATH}/bin}
 export GOARCH=${GOARCH:-'amd64'}
 
 # Envoy Linux vars. Normally set by the Makefile.
@@ -38,3 +41,8 @@ fi
 mkdir -p "${ISTIO_OUT}"
 echo "Copying ${ISTIO_ENVOY_LINUX_RELEASE_PATH} to ${ISTIO_OUT}/envoy"
 cp -f "${ISTIO_ENVOY_LINUX_RELEASE_PATH}" "${ISTIO_OUT}/envoy"
+
+# Like istio 1.4.x, also next to the other istio binaries in ISTIO_BIN.
+mkdir -p "${ISTIO_BIN}"
+echo "Copying ${ISTIO_OUT}/envoy to ${ISTIO_BIN}/envoy"
+cp -f "${ISTIO_OUT}/envoy" "${ISTIO_BIN}/envoy"

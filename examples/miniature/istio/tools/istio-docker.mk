@@ -21,7 +21,7 @@ define build-image
 	cp $(2) $(ISTIO_DOCKER)/$(1)/
 	docker build -t $(HUB)/$(1):$(TAG) --build-arg BASE_VERSION=$(BASE_VERSION) \
 		--build-arg BASE_DISTRIBUTION=$(DOCKER_BUILD_VARIANTS) \
-		--build-arg proxy_version=istio-proxy:$(PROXY_REPO_SHA) --build-arg istio_version=$(TAG) \
+		--build-arg proxy_version=istio-proxy:$(PROXY_REPO_SHA) --build-arg istio_version=$(VERSION) \
 		-f $(ISTIO_DOCKER)/$(1)/$(notdir $(2)) $(ISTIO_DOCKER)/$(1)
 endef
 

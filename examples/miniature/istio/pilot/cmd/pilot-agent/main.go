@@ -6,14 +6,16 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
+
+	"istio.io/pkg/version"
 )
 
-const version = "@VERSION@"
+// `pilot-agent version` of a build stamped for the release (BUILDINFO) prints
+// version.BuildInfo{Version:"@VERSION@", GitRevision:"<istio commit>", ...}.
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "version" {
-		fmt.Printf("pilot-agent version %s (%s/%s)\n", version, runtime.GOOS, runtime.GOARCH)
+		fmt.Println(version.Info.LongForm())
 		return
 	}
 	envoy := os.Getenv("ENVOY_BINARY")

@@ -1,0 +1,3 @@
+module istio.io/pkg
+
+go 1.19
