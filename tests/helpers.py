@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,3 +43,13 @@ def execute(plan, name: str, settings, rel, **options):  # type: ignore[no-untyp
     for step in ex.stage.steps:
         ex.step(step)
     return ex
+
+
+def until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll `condition` every 50 ms until it holds or `timeout` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()

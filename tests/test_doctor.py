@@ -216,7 +216,19 @@ def test_remote_header_is_never_printed(tmp_path: Path) -> None:
         "ISTIOBUILD_REMOTE_HEADER": f"x-api-key={secret}",
         "ISTIOBUILD_REMOTE_CACHE": "https://user:pw@cache.example.org/b",
     }
-    plan = invoke("plan", "--release", "1.5.0", "--arch", "aarch64", "--json", "--workdir", str(tmp_path), env=env)
+    plan = invoke(
+        "plan",
+        "--release",
+        "1.5.0",
+        "--arch",
+        "aarch64",
+        "--host",
+        "aarch64",
+        "--json",
+        "--workdir",
+        str(tmp_path),
+        env=env,
+    )
     assert plan.returncode == 0, plan.stderr
     assert secret not in plan.stdout and ":pw@" not in plan.stdout
     debug = invoke("plan", "--release", "9.9", env={**env, "ISTIOBUILD_DEBUG": "1"})

@@ -31,7 +31,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ import pytest
 
 from cacheserver import HEADER_NAME as HEADER
 from cacheserver import cache_server
-from helpers import invoke, one_error
+from helpers import invoke, one_error, until
 from istiobuild import patches, procs, release
 from istiobuild.arch import Arch
 from istiobuild.fsutil import workdir_lock
@@ -95,15 +95,6 @@ def out_dir(work: Path, arch: str = "x86_64") -> Path:
 def record(work: Path, arch: str = "x86_64") -> dict[str, Any]:
     data: dict[str, Any] = json.loads((out_dir(work, arch) / "build-record.json").read_text())
     return data
-
-
-def until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def docker(*args: str, check: bool = True) -> str:

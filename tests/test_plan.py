@@ -11,7 +11,7 @@ from istiobuild.arch import Arch
 from istiobuild.plan import make_plan, render
 from istiobuild.stages.checkout import CheckoutPin
 from istiobuild.stages.images import FinalizeImages
-from istiobuild.stages.istio import PrepareIstio
+from istiobuild.stages.istio import PrepareIstio, WriteBuildInfo
 from istiobuild.stages.patch import ApplySeries
 from istiobuild.stages.proxy import CrossLinks
 from istiobuild.steps import Action, Command, StageName
@@ -63,13 +63,16 @@ def test_150_aarch64_carries_what_the_guide_needed(settings_for) -> None:  # typ
     assert "--bazelrc=/dev/null" in startup and "java.util.logging.config.file=" in startup
     assert ".cache/bazel" not in " ".join(proxy.argv)
 
-    prepare, istio, _check = plan.stage("istio").steps
+    prepare, buildinfo, istio, _check, _versions = plan.stage("istio").steps
     assert isinstance(prepare, PrepareIstio) and isinstance(istio, Command)
+    assert isinstance(buildinfo, WriteBuildInfo) and istio.env["BUILDINFO"] == str(buildinfo.path)
     assert istio.argv == ("make", "build") and istio.cwd == root / "istio"
     assert istio.env["BUILD_WITH_CONTAINER"] == "0"
     assert istio.env["USE_LOCAL_PROXY"] == "1"
     assert istio.env["TARGET_ARCH"] == "arm64"
-    assert "GOPATH" not in istio.env
+    # everything under the workdir: without GOPATH, Makefile.core.mk puts it at <workdir>/..
+    assert istio.env["GOPATH"] == str(settings.workdir / "1.5.0-aarch64" / "gopath")
+    assert istio.env["VERSION"] == "1.5.0" and istio.env["HOME"] == str(settings.workdir / "cache" / "home")
     # init.sh can fetch nothing unpinned; envoy is our checked copy
     assert istio.env["ISTIO_ENVOY_BASE_URL"].startswith("file:///nonexistent")
     assert istio.env["ISTIO_ENVOY_LOCAL"] == str(settings.workdir / "1.5.0-aarch64" / "artifacts" / "envoy")
@@ -98,7 +101,8 @@ def test_patch_stage_lists_absolute_files_in_order(settings_for) -> None:  # typ
     ]
     assert all(p.startswith("/") for ps in found.values() for p in ps)
     assert all("/patches/proxy/bazelrc-1.5/" in p for p in found["proxy"])
-    assert all("/patches/istio/arm64-1.5/" in p for p in found["istio"])
+    assert all(p.split("/patches/istio/", 1)[1].startswith("arm64-") for p in found["istio"])
+    assert "/patches/istio/arm64-1.5/" in found["istio"][0]
 
 
 def test_x86_64_takes_no_aarch64_patches(settings_for) -> None:  # type: ignore[no-untyped-def]
@@ -107,6 +111,8 @@ def test_x86_64_takes_no_aarch64_patches(settings_for) -> None:  # type: ignore[
     assert "docker.kubectl" in commands(plan, "images")[1].argv[-1]
     plan147, _ = plan_for(settings_for, version="1.4.7", arch=Arch.X86_64, host=Arch.X86_64)
     assert [p.split("/")[-2] for p in patches(plan147)["istio"]] == ["private-operator-1.4.7"] * 2
+    # the parse-time `bazel info` is patched away on every arch
+    assert [p.split("/")[-1] for p in patches(plan147)["proxy"]] == ["0004-makefile-core-lazy-bazel-info.patch"]
 
 
 def test_147_uses_gopath_and_its_own_series(settings_for) -> None:  # type: ignore[no-untyped-def]
@@ -121,17 +127,19 @@ def test_gcc_drops_libcxx(settings_for) -> None:  # type: ignore[no-untyped-def]
     plan, _ = plan_for(settings_for, tc="gcc")
     (step,) = commands(plan, "proxy")
     assert "BAZEL_CONFIG_REL=--config=release" in step.argv
-    assert step.env["CC"] == "gcc" and step.env["BAZEL_COMPILER"] == "gcc"
+    assert step.env["CC"].endswith("/toolchain/aarch64/bin/gcc") and step.env["BAZEL_COMPILER"] == "gcc"
 
 
 def test_cross_toolchains(settings_for) -> None:  # type: ignore[no-untyped-def]
     gcc, _ = plan_for(settings_for, version="example", tc="gcc", host=Arch.X86_64)
+    assert gcc.mode.value == "cross"
     assert commands(gcc, "toolchain")[0].argv[0] == "aarch64-linux-gnu-gcc"
-    links, _files, make = gcc.stage("proxy").steps[:3]
+    links, make = gcc.stage("proxy").steps[0], commands(gcc, "proxy")[0]
     assert isinstance(links, CrossLinks) and isinstance(make, Command)
     assert make.env["CC"].endswith("/toolchain/aarch64/bin/aarch64-linux-gnu-gcc")
+    assert make.env["AR"].endswith("/toolchain/aarch64/bin/aarch64-linux-gnu-ar")
     clang, _ = plan_for(settings_for, version="example", tc="clang", host=Arch.X86_64)
-    links, _files, make = clang.stage("proxy").steps[:3]
+    links, make = clang.stage("proxy").steps[0], commands(clang, "proxy")[0]
     assert isinstance(links, CrossLinks) and isinstance(make, Command)
     assert ("aarch64-linux-gnu-clang", "clang") in links.links
     assert "--target=aarch64-linux-gnu" in make.env["CFLAGS"]
@@ -185,10 +193,12 @@ def test_json_and_text(settings_for) -> None:  # type: ignore[no-untyped-def]
     plan, _ = plan_for(settings_for)
     data = json.loads(plan.dumps())
     assert data["release"] == "1.5.0" and data["arch"] == "aarch64"
+    assert (data["host"], data["mode"]) == ("aarch64", "native")
     assert [s["name"] for s in data["stages"]][:2] == ["checkout", "patch"]
     assert data["stages"][0]["steps"][0]["action"] == "CheckoutPin"
     assert data["stages"][3]["steps"][-2]["command"].startswith("(cd ")
     text = render(plan)
+    assert text.splitlines()[0].startswith("release 1.5.0  arch aarch64 (host aarch64)  mode native  ")
     assert "override_repository=envoy=" in text and "patches/envoy/wee8-1.5/0001" in text
 
 

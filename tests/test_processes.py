@@ -7,11 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from helpers import until
 from istiobuild.procs import Watchdog, bazel_server_pids, stop_bazel_servers
 from istiobuild.run import run
 
@@ -60,15 +61,6 @@ def _group(pgid: int) -> list[tuple[int, str]]:
     return members
 
 
-def _until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
 def _watchdog_for(pgid: int) -> bool:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -91,11 +83,11 @@ class Parent:
         env = {**os.environ, "PYTHONPATH": str(SRC)}
         argv = [sys.executable, str(script), mode, str(pidfile), *map(str, roots)]
         self.proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
-        assert _until(pidfile.exists), "the child never started"
+        assert until(pidfile.exists), "the child never started"
         self.pgid = int(pidfile.read_text())
         sleeps = lambda: sum(comm == "sleep" for _, comm in _group(self.pgid)) == 2  # noqa: E731
-        assert _until(sleeps), f"the sleeps never started: {_group(self.pgid)}"
-        assert _until(lambda: _watchdog_for(self.pgid)), "no watchdog for the child"
+        assert until(sleeps), f"the sleeps never started: {_group(self.pgid)}"
+        assert until(lambda: _watchdog_for(self.pgid)), "no watchdog for the child"
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
@@ -105,7 +97,7 @@ class Parent:
         return self.proc.returncode, err
 
     def group_gone(self) -> bool:
-        return _until(lambda: not _group(self.pgid))
+        return until(lambda: not _group(self.pgid))
 
 
 @pytest.fixture
@@ -127,12 +119,12 @@ def _server(root: Path, name: str, spawned: list[subprocess.Popen[bytes]], *, me
     pidfile = root / name / "server" / "server.pid.txt"
     pidfile.parent.mkdir(parents=True)
     pidfile.write_text(f"{proc.pid}\n")
-    assert _until(lambda: b"time.sleep(300)" in Path(f"/proc/{proc.pid}/cmdline").read_bytes())  # exec'd
+    assert until(lambda: b"time.sleep(300)" in Path(f"/proc/{proc.pid}/cmdline").read_bytes())  # exec'd
     return proc.pid
 
 
 def _gone(proc: subprocess.Popen[bytes]) -> bool:
-    return _until(lambda: proc.poll() is not None)
+    return until(lambda: proc.poll() is not None)
 
 
 @pytest.mark.parametrize(("sig", "code", "word"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGHUP, 129, "SIGHUP")])

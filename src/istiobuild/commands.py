@@ -26,16 +26,23 @@ class Build:
 
 
 def prepare(
-    settings_cli: Mapping[str, Any], *, force: bool = False, dry_run: bool = False, allow_modified: bool = False
+    settings_cli: Mapping[str, Any],
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    allow_modified: bool = False,
+    host: str = "",
 ) -> Build:
-    """Settings from every layer, validated before anything else; then the release, target, toolchain, plan."""
+    """Settings from every layer, validated before anything else; then the release, target, toolchain, plan.
+
+    `host` (plan only) plans as if on a machine of that arch, e.g. to read a native aarch64 plan here."""
     settings, _ = config.load(settings_cli)  # validated: every value against its grammar
     rel = release.get(settings.release)
-    host = host_arch()
-    target = parse_arch(settings.arch) if settings.arch else host
+    host_ = parse_arch(host) if host else host_arch()
+    target = parse_arch(settings.arch) if settings.arch else host_
     tc = toolchain.get(settings.toolchain)
     built = make_plan(
-        rel, target, tc, settings, host=host, host_page_size=doctor.host_page_size(), ci=os.environ.get("CI") == "true"
+        rel, target, tc, settings, host=host_, host_page_size=doctor.host_page_size(), ci=os.environ.get("CI") == "true"
     )
     ex = Executor(
         settings=settings,

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from istiobuild.arch import Arch
 from istiobuild.config import Settings
+from istiobuild.errors import UsageError
+from istiobuild.modes import EMULATION_SLOWDOWN, Mode, alternatives, decide
 from istiobuild.release import Release
 from istiobuild.run import clean_environ
 from istiobuild.toolchain import Toolchain, version_in
@@ -196,6 +198,22 @@ def _proxy_tools(settings: Settings, release: Release, toolchain: Toolchain, cxx
     return checks
 
 
+def _mode(arch: Arch, host: Arch, release: Release, settings: Settings) -> Check:
+    """The build mode (modes.decide): native, cross where the release supports it, emulated in a builder."""
+    required = "native, cross where the release supports it, or emulated (--in-container)"
+    try:
+        mode = decide(host=host, target=arch, release=release, in_container=settings.in_container)
+    except UsageError:
+        found = f"cross {host} -> {arch}: not supported by {release.version}"
+        return Check(name="build mode", found=found, required=required, ok=False, fix=alternatives(arch))
+    found = {
+        Mode.NATIVE: f"native {arch}" + (" (in the builder)" if settings.in_container else ""),
+        Mode.CROSS: f"cross {host} -> {arch}",
+        Mode.EMULATED: f"emulated {arch} on {host}: ~{EMULATION_SLOWDOWN}x slower",
+    }[mode]
+    return Check(name="build mode", found=found, required=required, ok=True)
+
+
 def _emulation(arch: Arch, host: Arch) -> Check:
     binfmt = Path("/proc/sys/fs/binfmt_misc") / arch.qemu
     qemu = shutil.which(f"{arch.qemu}-static") or shutil.which(arch.qemu)
@@ -226,7 +244,9 @@ def run_checks(
     proxy checkout, whose .bazelversion picks the bazel a wrapper runs.
     """
     wanted = set(stages)
-    checks = [_git()]
+    # the mode matters to the stages that compile or run target code
+    checks = [_mode(arch, host, release, settings)] if {"toolchain", "proxy", "istio", "images"} & wanted else []
+    checks.append(_git())
     if {"toolchain", "proxy"} & wanted:
         checks += _compilers(toolchain, arch, host)
     if "proxy" in wanted:

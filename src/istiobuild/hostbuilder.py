@@ -3,7 +3,8 @@
 
 For air-gapped machines and CI: the files of the packages a build needs (and everything they depend
 on), `/etc`, and the update-alternatives links, imported with `docker import`. The result runs the
-example's stages in a container exactly like the real builders from dockerfiles/ do.
+example's stages in a container exactly like the real builders from dockerfiles/ do; it carries the
+docker CLI, which the images stage of an emulated build drives the host's daemon with.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ PACKAGES = (
     "bash", "coreutils", "dash", "make", "gcc", "g++", "libc6-dev", "binutils", "bazel-bootstrap",
     "generate-ninja", "ninja-build", "golang-go", "git", "curl", "sed", "grep", "findutils", "tar", "gzip",
     "util-linux", "openjdk-17-jdk-headless", "ca-certificates",
+    "docker.io",  # the docker CLI (Debian ships it in docker.io): the images stage of an emulated build
 )  # fmt: skip
 _MERGED = ("/bin", "/sbin", "/lib", "/lib64")
 

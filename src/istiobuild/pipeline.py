@@ -28,9 +28,11 @@ class State:
     def __init__(self, ex: Executor) -> None:
         self.ex = ex
         self._trees: dict[Path, str] = {}
+        self._images: dict[str, str] | None = None
 
     def forget(self) -> None:
         self._trees.clear()
+        self._images = None
 
     def tree(self, path: Path) -> str:
         if path not in self._trees:
@@ -52,8 +54,9 @@ class State:
         if stage.images:
             from istiobuild import dockerapi
 
-            cli = self.ex.docker()
-            data["images"] = {name: dockerapi.image_id(cli, name) for name in stage.images}
+            if self._images is None:  # one `docker images` per run, not the SDK's import per check
+                self._images = dockerapi.local_image_ids()
+            data["images"] = {name: self._images.get(dockerapi.short_name(name), "") for name in stage.images}
         return data
 
 
@@ -84,9 +87,9 @@ def up_to_date(state: State, stage: Stage, key: str, stamp: Mapping[str, Any]) -
     return bool(stamp.get("outputs") == outputs and all(outputs["produces"].values()))
 
 
-def pending(ex: Executor, plan: BuildPlan, wanted: list[Stage], start: StageName | None) -> list[Stage]:
+def pending(state: State, plan: BuildPlan, wanted: list[Stage], start: StageName | None) -> list[Stage]:
     """The stages that must run: from the first one that is not up to date (or --from / --force) on."""
-    state = State(ex)
+    ex = state.ex
     order = [s.name for s in plan.stages]
     previous = ""
     for stage in plan.stages:
@@ -129,6 +132,16 @@ def _preflight(ex: Executor, plan: BuildPlan, tc: Toolchain, stages: list[Stage]
             + f"\n`invoke doctor --release {plan.release} --arch {plan.arch} --toolchain {tc.name}` shows every "
             "check; nothing was changed",
         )
+    _check_base_images(ex, stages)
+
+
+def _check_base_images(ex: Executor, stages: list[Stage]) -> None:
+    """When the images stage will run: every base image resolved for the target platform now, not hours later."""
+    from istiobuild.stages.images import EnsureBaseImages
+
+    for step in (step for stage in stages for step in stage.steps):
+        if isinstance(step, EnsureBaseImages):
+            step.resolve(ex)
 
 
 def _check_builder(ex: Executor, plan: BuildPlan) -> None:
@@ -195,10 +208,11 @@ def run(
     if ex.dry_run:
         return _dry_run(ex, plan, wanted, start)
     with fsutil.workdir_lock(ex.settings.workdir):
-        todo = pending(ex, plan, wanted, start)
+        state = State(ex)  # shared: nothing changes a checkout before the first stage that runs
+        todo = pending(state, plan, wanted, start)
         if todo:
             _preflight(ex, plan, tc, todo)
-        return _loop(ex, plan, wanted, todo)
+        return _loop(state, plan, wanted, todo)
 
 
 def _missing_why(name: StageName) -> str:
@@ -211,9 +225,9 @@ def _missing_hint(name: StageName) -> str:
     return "`invoke plan` lists the stages"
 
 
-def _loop(ex: Executor, plan: BuildPlan, wanted: list[Stage], todo: list[Stage]) -> list[str]:
+def _loop(state: State, plan: BuildPlan, wanted: list[Stage], todo: list[Stage]) -> list[str]:
     summary = []
-    state = State(ex)
+    ex = state.ex
     previous = ""
     for stage in plan.stages:
         key = previous = stage_key(previous, stage, state.inputs(stage))
@@ -239,7 +253,7 @@ def _loop(ex: Executor, plan: BuildPlan, wanted: list[Stage], todo: list[Stage])
 
 def _dry_run(ex: Executor, plan: BuildPlan, wanted: list[Stage], start: StageName | None) -> list[str]:
     """Show what a build would do; read-only: no lock, no stamp, no log, no image, nothing written."""
-    todo = pending(ex, plan, wanted, start)
+    todo = pending(State(ex), plan, wanted, start)
     summary = []
     for stage in wanted:
         if stage not in todo:

@@ -14,6 +14,7 @@ from istiobuild.arch import Arch
 from istiobuild.config import Settings
 from istiobuild.errors import UsageError
 from istiobuild.layout import Layout
+from istiobuild.modes import Mode, decide, describe
 from istiobuild.release import Component, Release
 from istiobuild.secrets import redact_url
 from istiobuild.sources import sources
@@ -26,7 +27,8 @@ from istiobuild.toolchain import Toolchain
 class BuildPlan:
     release: str
     arch: Arch
-    host: Arch
+    host: Arch  # this machine
+    mode: Mode
     toolchain: str
     workdir: str
     tag: str
@@ -61,20 +63,25 @@ def make_plan(
     host_page_size: str = "4k",
     ci: bool = False,
 ) -> BuildPlan:
-    """Every stage of the pipeline for (release, arch, toolchain, settings)."""
-    if settings.in_container:
-        if not settings.builder:
-            raise UsageError(
-                "--in-container needs a builder image",
-                hint="build one from dockerfiles/ (see dockerfiles/README.md) and pass --builder IMAGE",
-            )
-        host = arch  # inside the builder the target arch is native (or emulated): no cross compilation
+    """Every stage of the pipeline for (release, arch, toolchain, settings) on `host`.
+
+    The mode (native, cross, emulated) is decided first; a combination that would build for the host
+    while claiming the target is refused here, before any work, naming the modes that would work.
+    """
+    if settings.in_container and not settings.builder:
+        raise UsageError(
+            "--in-container needs a builder image",
+            hint="build one from dockerfiles/ (see dockerfiles/README.md) and pass --builder IMAGE",
+        )
+    mode = decide(host=host, target=arch, release=release, in_container=settings.in_container)
     # "auto": the kernel this builds on, when it is also the target; a cross build assumes 4K.
     page_size = settings.page_size if settings.page_size != "auto" else (host_page_size if arch == host else "4k")
     p = PlanInput(
         release=release,
         arch=arch,
-        host=host,
+        # inside the builder the target arch is native (or emulated): no cross compilation
+        host=arch if settings.in_container else host,
+        mode=mode,
         toolchain=tc,
         settings=settings,
         layout=layout_for(settings, release, arch),
@@ -92,18 +99,21 @@ def make_plan(
         release=release.version,
         arch=arch,
         host=host,
+        mode=mode,
         toolchain=tc.name,
         workdir=str(settings.workdir),
         tag=p.tag,
         page_size=page_size,
         stages=tuple(stages),
         layout=p.layout,
-        notes=tuple(_notes(p)),
+        notes=tuple(_notes(p, host)),
     )
 
 
-def _notes(p: PlanInput) -> list[str]:
-    notes = [p.release.note] if p.release.note else []
+def _notes(p: PlanInput, host: Arch) -> list[str]:
+    builder = p.settings.builder if p.settings.in_container else ""
+    notes = [describe(p.mode, host=host, target=p.arch, builder=builder)]
+    notes += [p.release.note] if p.release.note else []
     envoy_pin = p.release.pins[Component.ENVOY]
     if envoy_pin.public_repo:
         notes.append(
@@ -112,16 +122,16 @@ def _notes(p: PlanInput) -> list[str]:
         )
     if p.arch != p.host:
         notes.append(f"target {p.arch} differs from host {p.host}: {p.arch} output is run under qemu-user (binfmt)")
-    if p.settings.in_container:
-        notes.append(f"the toolchain, proxy and istio commands run in {p.settings.builder}")
+    if p.mode is Mode.NATIVE and p.settings.in_container:
+        notes.append(f"the toolchain, proxy and istio commands run in {p.settings.builder}; images on the host")
     return notes
 
 
 def render(plan: BuildPlan) -> str:
     """The plan as text: command steps can be pasted into a shell as shown; actions say what istiobuild does."""
     lines = [
-        f"release {plan.release}  arch {plan.arch} (host {plan.host})  toolchain {plan.toolchain}  tag {plan.tag}"
-        f"  page size {plan.page_size}",
+        f"release {plan.release}  arch {plan.arch} (host {plan.host})  mode {plan.mode}  toolchain {plan.toolchain}"
+        f"  tag {plan.tag}  page size {plan.page_size}",
         f"workdir {plan.workdir}",
     ]
     lines += [f"note: {n}" for n in plan.notes]

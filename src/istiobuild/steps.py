@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from istiobuild.arch import Arch
 from istiobuild.config import Settings
 from istiobuild.layout import Layout
+from istiobuild.modes import Mode
 from istiobuild.release import Component, Release
 from istiobuild.sources import Source
 from istiobuild.toolchain import Toolchain
@@ -109,7 +110,8 @@ class PlanInput:
 
     release: Release
     arch: Arch
-    host: Arch
+    host: Arch  # what the stage commands run on: the target itself in a builder container (native or emulated)
+    mode: Mode  # native, cross or emulated (modes.decide)
     toolchain: Toolchain
     settings: Settings
     layout: Layout

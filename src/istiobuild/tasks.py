@@ -58,6 +58,7 @@ OPTIONS = {
         Option(name="in_container", setting="in_container", kind=bool, help="run the toolchain, proxy and istio commands inside --builder"),
         Option(name="builder", setting="builder", help="builder image for --in-container (see dockerfiles/)"),
         Option(name="json_", kind=bool, help="print machine-readable JSON"),
+        Option(name="host", help="plan as if on a host of this arch (aarch64 or x86_64), e.g. for `make -n` on a real tree"),
         Option(name="force", kind=bool, help="rerun every stage; a checkout's local changes or commits are first saved under refs/istiobuild/saved/"),
         Option(name="from_", help="rerun from this stage on (checkout, patch, toolchain, proxy, istio, images, verify, publish, record)"),
         Option(name="to", help="stop after this stage"),
@@ -152,7 +153,7 @@ def _releases(v: dict[str, Any]) -> None:
 def _plan(v: dict[str, Any]) -> None:
     from istiobuild import commands
 
-    commands.show_plan(commands.prepare(settings_of(v)), as_json=v["json_"])
+    commands.show_plan(commands.prepare(settings_of(v), host=given(v, "host")), as_json=v["json_"])
 
 
 def _checkout(v: dict[str, Any]) -> None:
@@ -225,7 +226,7 @@ ns = Collection(
     define("releases", "List the release matrix: every release with its pinned proxy, envoy and istio commits.",
            ["json_"], _releases),
     define("plan", "Print every stage of the build (commands, actions, inputs, outputs) without running anything.",
-           [*BUILD_FLAGS, "json_"], _plan),
+           [*BUILD_FLAGS, "host", "json_"], _plan),
     define("checkout", "Check out proxy, envoy and istio at the release's pinned commits, as siblings.",
            ["release", "workdir", "mirror", "force", "dry_run"], _checkout),
     define("patch", "Apply the release's patch series for the target arch (atomic, idempotent, recorded).",

@@ -4,9 +4,37 @@ SHELL := /bin/bash
 ISTIO_GO := $(shell dirname $(realpath $(lastword $(MAKEFILE_LIST))))
 export ISTIO_GO
 
-GOARCH_LOCAL := $(TARGET_ARCH)
+# What the images report as their version (the istio_version build arg, see
+# tools/istio-docker.mk); a release build sets VERSION.
+VERSION ?= 0.1-dev
+
+# If GOPATH is not set by the env, set it to a sane value: for a checkout in
+# <somewhere>/<release>/istio that is <somewhere>/.. (the module cache, -pkgdir
+# and ISTIO_BIN then land there).
+GOPATH ?= $(shell cd ${ISTIO_GO}/../../..; pwd)
+export GOPATH
+
+# If GOPATH is made up of several paths, use the first one for our targets in this Makefile
+GO_TOP := $(shell echo ${GOPATH} | cut -d ':' -f1)
+export GO_TOP
+
+# As in istio 1.4.x: GOARCH_LOCAL is this machine's arch (`uname -m`), whatever
+# TARGET_ARCH says.
+LOCAL_ARCH := $(shell uname -m)
+ifeq ($(LOCAL_ARCH),x86_64)
+GOARCH_LOCAL := amd64
+else ifeq ($(shell echo $(LOCAL_ARCH) | head -c 5),armv8)
+GOARCH_LOCAL := arm64
+else ifeq ($(shell echo $(LOCAL_ARCH) | head -c 4),armv)
+GOARCH_LOCAL := arm
+else
+GOARCH_LOCAL := $(LOCAL_ARCH)
+endif
+export GOARCH ?= $(GOARCH_LOCAL)
 GOOS_LOCAL := $(TARGET_OS)
 
+# istio and deps binaries (istio 1.4.x: $(GO_TOP)/bin).
+export ISTIO_BIN=$(GO_TOP)/bin
 export ISTIO_OUT:=$(TARGET_OUT)
 export ISTIO_OUT_LINUX:=$(TARGET_OUT_LINUX)
 
@@ -37,13 +65,13 @@ init: $(ISTIO_OUT)/istio_is_init
 
 # init.sh finds the envoy the images carry; it runs once per output directory.
 $(ISTIO_OUT)/istio_is_init: bin/init.sh istio.deps | $(ISTIO_OUT)
-	bin/init.sh
+	ISTIO_OUT=$(ISTIO_OUT) ISTIO_BIN=$(ISTIO_BIN) bin/init.sh
 	touch $@
 
 depend: init | $(TARGET_OUT)
 
 build: depend
-	STATIC=0 GOOS=$(GOOS_LOCAL) GOARCH=$(GOARCH_LOCAL) LDFLAGS='-extldflags -static -s -w' common/scripts/gobuild.sh $(ISTIO_OUT)/ $(BINARIES)
+	STATIC=0 GOOS=$(GOOS_LOCAL) GOARCH=$(GOARCH) LDFLAGS='-extldflags -static -s -w' common/scripts/gobuild.sh $(ISTIO_OUT)/ $(BINARIES)
 
 # The build-linux target builds the binaries that go into the docker images.
 build-linux: depend

@@ -7,33 +7,51 @@ import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
-from istiobuild import baseimages, dockerapi
+from istiobuild import baseimages, container, dockerapi
 from istiobuild.arch import Arch
 from istiobuild.errors import StepFailed
 from istiobuild.executor import Executor
 from istiobuild.release import Component
 from istiobuild.secrets import redact_url
 from istiobuild.stages.istio import environment
-from istiobuild.steps import Action, Command, PlanInput, Stage, StageName
+from istiobuild.steps import Action, PlanInput, Stage, StageName
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EnsureBaseImages(Action):
-    images: tuple[str, ...]
+    """Every base image the Dockerfiles of this build name, resolved for the target platform and recorded.
+
+    The pipeline's preflight calls `resolve` before any stage runs; `perform` resolves again right before
+    `make docker` (hours later) and writes the record."""
+
+    bases: tuple[baseimages.Base, ...]
     arch: Arch
     debs: Path
     rootfs: Path
+    record: Path
 
     def render(self) -> str:
+        named = ", ".join(
+            b.name + (f" -> {b.use}" if b.use != b.name else "") + (f" (pinned {b.pin})" if b.pin else "")
+            for b in self.bases
+        )
         return (
-            f"every base image the Dockerfiles name ({', '.join(self.images) or 'as upstream names them'}) must "
-            f"exist for {self.arch.oci_platform}: the example's are imported from a busybox-static rootfs"
+            f"every base image the Dockerfiles name ({named or 'none'}) must exist locally for "
+            f"{self.arch.oci_platform} (the example's are imported from a busybox-static rootfs; others are pulled "
+            f"with --platform {self.arch.oci_platform}), with the pinned digest if any; recorded in {self.record}"
         )
 
+    def resolve(self, ex: Executor) -> list[dict[str, object]]:
+        resolved = baseimages.resolve(
+            ex.docker(), self.bases, self.arch, debs=self.debs, rootfs=self.rootfs, log=ex.log
+        )
+        for found in resolved:
+            if found["how"] != "local":
+                ex.console.info(f"base image {found['image']} {found['how']} for {self.arch.oci_platform}")
+        return resolved
+
     def perform(self, ex: Executor) -> None:
-        made = baseimages.ensure(ex.docker(), self.images, self.arch, debs=self.debs, rootfs=self.rootfs, log=ex.log)
-        for image in made:
-            ex.console.info(f"base image {image} imported from a local rootfs")
+        baseimages.write_record(self.record, self.arch, self.resolve(ex))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -107,19 +125,21 @@ def plan(p: PlanInput) -> Stage:
         summary="build istio's images with istio's own make targets",
         steps=(
             EnsureBaseImages(
-                images=tuple(sorted(set(base_map.values()))), arch=p.arch, debs=p.layout.debs, rootfs=p.layout.rootfs
+                bases=baseimages.bases_for(p.release, p.arch, base_map),
+                arch=p.arch,
+                debs=p.layout.debs,
+                rootfs=p.layout.rootfs,
+                record=p.layout.record("base-images"),
             ),
-            Command(
-                argv=("make", "docker.base", "HUB=docker.io/istio", f"TAG={tag}"),
-                cwd=istio_dir,
-                env=env,
-                description="the base image under the name every Dockerfile's FROM uses, whatever HUB is",
+            container.images_command(
+                p,
+                ["make", "docker.base", "HUB=docker.io/istio", f"TAG={tag}"],
+                istio_dir,
+                env,
+                "the base image under the name every Dockerfile's FROM uses, whatever HUB is",
             ),
-            Command(
-                argv=tuple(make_docker),
-                cwd=istio_dir,
-                env=env,
-                description=f"images; skipped for {p.arch}: {', '.join(skipped) or 'none'}",
+            container.images_command(
+                p, make_docker, istio_dir, env, f"images; skipped for {p.arch}: {', '.join(skipped) or 'none'}"
             ),
             FinalizeImages(images=built, labels=labels(p), arch=p.arch, scratch=p.layout.scratch),
         ),
