@@ -37,12 +37,12 @@ def bare_script(plan: dict, stage: str) -> str:  # type: ignore[type-arg]
     """The stage's command steps, pasted as `invoke plan` prints them."""
     steps = next(s for s in plan["stages"] if s["name"] == stage)["steps"]
     lines = ["#!/bin/bash", "set -euo pipefail"]
-    lines += [f'{s["command"]} >>"$LOG" 2>&1' for s in steps if "command" in s]
+    lines += [f'{s["command"]} >>"$LOG" 2>&1' for s in steps if "action" not in s]
     return "\n".join(lines) + "\n"
 
 
 def bazel_clean(plan: dict, work: Path) -> None:  # type: ignore[type-arg]
-    step = next(s for s in next(s for s in plan["stages"] if s["name"] == "proxy")["steps"] if "command" in s)
+    step = next(s for s in next(s for s in plan["stages"] if s["name"] == "proxy")["steps"] if "action" not in s)
     startup = next(a for a in step["argv"] if a.startswith("BAZEL_STARTUP_ARGS=")).split("=", 1)[1].split()
     subprocess.run(["bazel", *startup, "clean", "--expunge"], cwd=step["cwd"], env={**os.environ, **step["env"]},
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -60,7 +60,7 @@ def fresh(stage: str, plan: dict, work: Path) -> None:  # type: ignore[type-arg]
     if stage == "proxy":
         bazel_clean(plan, work)
     else:
-        step = next(s for s in next(s for s in plan["stages"] if s["name"] == "istio")["steps"] if "command" in s)
+        step = next(s for s in next(s for s in plan["stages"] if s["name"] == "istio")["steps"] if "action" not in s)
         shutil.rmtree(Path(step["cwd"]) / "out", ignore_errors=True)
 
 
