@@ -191,13 +191,10 @@ class CollectEnvoy(Action):
         version = run_target(self.dest, "--version", arch=self.arch, host=self.host, log=ex.log)
         reported = record.envoy_reported(version)
         modified_ok = record.modified(self.patches_record, [Component.PROXY, Component.ENVOY])
-        wrong = record.mismatches(reported, self.expect, modified_ok=modified_ok)
-        if wrong:
-            raise StepFailed(
-                f"envoy --version reports {'; '.join(wrong)}",
-                hint="bazel did not stamp the build with the plan's --workspace_status_command (docs/metadata.md)",
-                log=ex.log,
-            )
+        record.require(
+            "envoy --version", reported, self.expect, modified_ok=modified_ok, log=ex.log,
+            hint="bazel did not stamp the build with the plan's --workspace_status_command (docs/metadata.md)",
+        )  # fmt: skip
         fsutil.write_json(
             self.record,
             {

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from istiobuild import fsutil
 from istiobuild.downloads import sha256_file
+from istiobuild.errors import StepFailed
 from istiobuild.executor import Executor
 from istiobuild.release import Component
 from istiobuild.resources import relative
@@ -169,6 +170,15 @@ def istio_expected(meta: Metadata) -> dict[str, str]:
 
 def envoy_expected(meta: Metadata) -> dict[str, str]:
     return {"revision": meta.proxy_revision, "status": meta.proxy_status}
+
+
+def require(
+    what: str, reported: Mapping[str, str], wanted: Mapping[str, str], *, modified_ok: bool, hint: str, log: Path
+) -> None:
+    """A StepFailed naming every value `what` reports differently from the plan."""
+    wrong = mismatches(reported, wanted, modified_ok=modified_ok)
+    if wrong:
+        raise StepFailed(f"{what} reports {'; '.join(wrong)}", hint=hint, log=log)
 
 
 def mismatches(reported: Mapping[str, str], wanted: Mapping[str, str], *, modified_ok: bool = False) -> list[str]:
