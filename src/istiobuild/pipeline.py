@@ -16,6 +16,7 @@ from istiobuild.downloads import sha256_file
 from istiobuild.errors import IstiobuildError, StepFailed, ToolError, UsageError
 from istiobuild.executor import Executor
 from istiobuild.git import head, worktree_tree
+from istiobuild.modes import Mode
 from istiobuild.plan import BuildPlan
 from istiobuild.release import Component
 from istiobuild.steps import Stage, StageName, encode
@@ -111,9 +112,10 @@ def _preflight(ex: Executor, plan: BuildPlan, tc: Toolchain, stages: list[Stage]
     for stage in stages:
         if stage.name is StageName.ISTIO:
             istio.preflight(stage)
-    if ex.settings.in_container and names & {"toolchain", "proxy", "istio"}:
-        _check_builder(ex, plan)
-        names = (names - {"toolchain", "proxy", "istio"}) | {"images"}
+    in_builder = {"toolchain", "proxy", "istio"} | ({"images"} if plan.mode is Mode.EMULATED else set())
+    if ex.settings.in_container and names & in_builder:
+        _check_builder(ex, plan)  # the commands of those stages run in it: it is checked, not the host
+        names = (names - in_builder) | {"images"}
     checks = doctor.run_checks(
         arch=plan.arch,
         host=plan.host,
