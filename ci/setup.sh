@@ -18,7 +18,8 @@ APT_PACKAGES=(
   bazel-bootstrap default-jdk-headless generate-ninja ninja-build golang-go
   qemu-user-static binfmt-support
   docker.io docker-registry
-  nginx-light
+  groovy shellcheck  # CI pipeline tests: the Jenkinsfile's Groovy syntax; actionlint's check of run: scripts
+  nginx-light skopeo openssl
 )
 
 SUDO=

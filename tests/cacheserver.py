@@ -8,6 +8,8 @@ credentials too), so a build that forgets or leaks the secret shows up. Usage:
         # cache.access_log lists every request (status codes), cache.root holds ac/ and cas/
 
 With basic_auth=("user", "password") the credentials are part of cache.url (http://user:pw@127.0.0.1:PORT).
+With root=DIR several servers (say, one with basic auth and one without) serve the same blobs.
+`requests_in(cache.access_log)` lists what reached nginx: (method, path, status).
 nginx runs in the foreground in its own session and is stopped (its whole group) on exit.
 """
 
@@ -15,17 +17,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+
+from helpers import port_open, stop_group
 
 HEADER_NAME = "X-Cache-Token"
 
@@ -80,7 +83,7 @@ def _free_port() -> int:
         return port
 
 
-def _write_conf(tmp: Path, port: int, token: str, basic_auth: tuple[str, str] | None) -> Path:
+def _write_conf(tmp: Path, port: int, token: str, basic_auth: tuple[str, str] | None, root: Path) -> Path:
     auth = ""
     if basic_auth is not None:
         users = tmp / "htpasswd"
@@ -88,45 +91,27 @@ def _write_conf(tmp: Path, port: int, token: str, basic_auth: tuple[str, str] | 
         auth = f'auth_basic "cache"; auth_basic_user_file {users};'
     conf = tmp / "nginx.conf"
     user = "user root;" if os.geteuid() == 0 else ""
-    conf.write_text(_CONF.format(user=user, tmp=tmp, port=port, token=token, root=tmp / "root", auth=auth))
+    conf.write_text(_CONF.format(user=user, tmp=tmp, port=port, token=token, root=root, auth=auth))
     return conf
 
 
-def _ready(proc: subprocess.Popen[bytes], port: int, timeout: float = 10.0) -> bool:
-    """True once nginx accepts connections; False when it exited (port taken) or timed out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=10)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 @contextlib.contextmanager
-def cache_server(tmp_dir: Path, *, basic_auth: tuple[str, str] | None = None) -> Iterator[CacheServer]:
-    """Start nginx as a bazel remote cache under tmp_dir; stop it on exit. Skips when nginx is missing."""
+def cache_server(
+    tmp_dir: Path, *, basic_auth: tuple[str, str] | None = None, root: Path | None = None
+) -> Iterator[CacheServer]:
+    """Start nginx as a bazel remote cache under tmp_dir (blobs in `root`, default tmp_dir/root); stop it on
+    exit. Skips when nginx is missing."""
     nginx = nginx_binary()
     if nginx is None:
         pytest.skip("nginx is not installed (ci/setup.sh installs nginx-light)")
     tmp = tmp_dir.resolve()
-    (tmp / "root").mkdir(parents=True, exist_ok=True)
+    blobs = (root or tmp / "root").resolve()
+    for path in (tmp, blobs):
+        path.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(16)
     for _attempt in range(5):  # another process may grab the free port before nginx binds it
         port = _free_port()
-        conf = _write_conf(tmp, port, token, basic_auth)
+        conf = _write_conf(tmp, port, token, basic_auth, blobs)
         with (tmp / "nginx.stderr").open("ab") as stderr:
             proc = subprocess.Popen(
                 [nginx, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "error.log")],
@@ -135,17 +120,30 @@ def cache_server(tmp_dir: Path, *, basic_auth: tuple[str, str] | None = None) ->
                 stderr=stderr,
                 start_new_session=True,
             )
-        if _ready(proc, port):
+        if port_open(proc, port):
             break
-        _stop(proc)
+        stop_group(proc)
     else:
         log = (tmp / "error.log").read_text(errors="replace") if (tmp / "error.log").exists() else ""
         raise RuntimeError(f"nginx did not start:\n{log[-2000:]}")
     userinfo = f"{basic_auth[0]}:{basic_auth[1]}@" if basic_auth else ""
     try:
-        yield CacheServer(f"http://{userinfo}127.0.0.1:{port}", HEADER_NAME, token, tmp / "access.log", tmp / "root")
+        yield CacheServer(f"http://{userinfo}127.0.0.1:{port}", HEADER_NAME, token, tmp / "access.log", blobs)
     finally:
-        _stop(proc)
+        stop_group(proc)
+
+
+_REQUEST = re.compile(r'"([A-Z]+) (\S+) HTTP/[0-9.]+" ([0-9]{3}) ')
+
+
+def requests_in(access_log: Path, offset: int = 0) -> list[tuple[str, str, int]]:
+    """(method, path, status) of each request in nginx's access log, from byte `offset` on."""
+    if not access_log.exists():
+        return []
+    with access_log.open("rb") as fh:
+        fh.seek(offset)
+        text = fh.read().decode(errors="replace")
+    return [(m[1], m[2], int(m[3])) for m in _REQUEST.finditer(text)]
 
 
 @pytest.fixture

@@ -13,6 +13,11 @@ sys.path.insert(0, str(REPO / "src"))  # this checkout's package, whatever else 
 
 from istiobuild.config import Layer, Settings, resolve  # noqa: E402
 
+# The suite may itself run under GitHub Actions or GitLab CI: its builds must not write into that job's summary,
+# outputs or log sections (tests/test_ci_output.py sets these variables itself, per build).
+for _name in ("GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "GITHUB_ENV", "GITLAB_CI"):
+    os.environ.pop(_name, None)
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
@@ -54,6 +59,22 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The default cache ($XDG_CACHE_HOME/istiobuild) is never the real ~/.cache: a session dir for session-
+    and module-scoped fixtures; each test then gets an empty one of its own (`_cache_home`), as when the cache
+    lived in the workdir. Tests that share a cache between workdirs do it on purpose, in one test or with
+    ISTIOBUILD_CACHE_DIR (tests/test_cache.py)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache-session")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _cache_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+
+
 @pytest.fixture(scope="session")
 def example_upstream(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The miniature proxy, envoy and istio repositories, generated once per session (read-only)."""
@@ -85,10 +106,23 @@ def _docker_ids(*args: str) -> set[str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def _docker_cleanup() -> Iterator[None]:
-    """Remove every container and image the suite created; leave what was there before alone."""
+    """Remove every container and image the suite created; leave what was there before alone.
+
+    Only when no other test session uses this docker daemon (each holds a shared lock while it runs): another
+    session's images and containers are new to this one too, and removing them would break its builds."""
+    import fcntl
+
+    lock = os.open("/tmp/istiobuild-tests-docker.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_SH)
     containers = _docker_ids("ps", "-aq", "--no-trunc")
     images = _docker_ids("images", "-aq", "--no-trunc")
     yield
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        return
+    os.close(lock)
     new_containers = _docker_ids("ps", "-aq", "--no-trunc") - containers
     if new_containers:
         subprocess.run(["docker", "rm", "-f", *new_containers], capture_output=True, check=False)

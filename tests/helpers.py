@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -53,3 +56,41 @@ def until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return condition()
+
+
+def port_open(proc: subprocess.Popen[bytes], port: int, timeout: float = 10.0) -> bool:
+    """True once something accepts connections on loopback `port`; False when `proc` exited or time ran out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def stop_group(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL, to the process group of `proc` (started with start_new_session=True)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=timeout)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def keypair(directory: Path, name: str, password: Path | None = None) -> tuple[Path, Path]:
+    """An ed25519 key pair made by `openssl genpkey` (mode 0600; encrypted with the password file's first line
+    when given): (private PKCS#8 PEM, public SPKI PEM)."""
+    key, pub = directory / f"{name}.pem", directory / f"{name}.pub"
+    encrypt = ["-aes-256-cbc", "-pass", f"file:{password}"] if password else []
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(key), *encrypt], check=True,
+                   capture_output=True)  # fmt: skip
+    key.chmod(0o600)
+    passin = ["-passin", f"file:{password}"] if password else []
+    subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout", "-out", str(pub), *passin], check=True,
+                   capture_output=True)  # fmt: skip
+    return key, pub

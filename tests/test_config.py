@@ -29,13 +29,18 @@ def test_precedence(tmp_path: Path, layers: list[Layer], mirror: str, source: st
     assert origin.get("mirror") == source
 
 
-def test_defaults(tmp_path: Path) -> None:
+def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     settings, _ = resolve([], base=tmp_path)
     assert settings.release == "1.5.0"
     assert settings.arch == ""
     assert settings.toolchain == "clang"
     assert settings.workdir == tmp_path / "istiobuild-work"
-    assert settings.cache == tmp_path / "istiobuild-work" / "cache"
+    # the cache every workdir shares (docs/cache.md), not one inside the workdir
+    assert settings.cache_dir is None and settings.cache == tmp_path / "xdg" / "istiobuild"
+    # cache_dir is a path like workdir: relative to the directory the settings came from
+    chosen, origin = resolve([Layer("istiobuild.toml", {"cache_dir": "c"})], base=tmp_path)
+    assert (chosen.cache, origin["cache_dir"]) == (tmp_path / "c", "istiobuild.toml")
 
 
 def test_tables_merge_per_key(tmp_path: Path) -> None:

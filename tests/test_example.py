@@ -177,6 +177,16 @@ def test_tags_peel_to_the_pinned_commits(generated: dict[str, example.ExampleRep
         assert peeled == toml[name]["commit"]
 
 
+def test_source_date_epoch_is_the_istio_commit_time(generated: dict[str, example.ExampleRepo], tmp_path: Path) -> None:
+    from istiobuild import release
+
+    istio = generated["istio"]
+    found = git(
+        "--git-dir", str(istio.path / ".git"), "show", "-s", "--format=%ct", istio.commit, env=clean_env(tmp_path)
+    )
+    assert found == str(release.get("example").source_date_epoch)
+
+
 def test_proxy_pins_envoy_and_istio_pins_proxy(generated: dict[str, example.ExampleRepo], tmp_path: Path) -> None:
     env = clean_env(tmp_path)
     toml = pins()

@@ -8,8 +8,9 @@ the Go binaries' arch, and the envoy copy bin/init.sh made in istio's out dir.
 
 Real tools throughout (bazel, gn, ninja, gcc/clang and the aarch64 cross compilers, Go, qemu); a
 missing tool fails the test with its name (`bash ci/setup.sh` installs them all). All cases share
-one cache dir (bazel output root, disk cache, git objects); every bazel server started here is
-shut down at the end.
+one cache (ISTIOBUILD_CACHE_DIR: git objects, bazel's disk and repository caches, Go's caches, the
+toolchain links); each workdir has its own bazel output root, and every bazel server a test starts
+is stopped when it ends.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from istiobuild import procs
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = platform.machine()
@@ -96,17 +99,20 @@ def log_tail(log: Path, lines: int = 60) -> str:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One cache dir (bazel output root and disk cache, git objects) for every case; on the way
-    out, stop each bazel server the builds started, with the startup options it was started with."""
-    path = tmp_path_factory.mktemp("example-cache")
-    yield path
-    for proxy, startup in sorted(_SERVERS.items()):
-        if startup[0].startswith(f"--output_user_root={path}"):
-            subprocess.run(["bazel", *startup, "shutdown"], cwd=proxy, capture_output=True, check=False, timeout=120)
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache (ISTIOBUILD_CACHE_DIR) for every case: what a second workdir reuses from the first."""
+    return tmp_path_factory.mktemp("example-cache")
 
 
-_SERVERS: dict[str, list[str]] = {}  # proxy checkout -> the bazel startup options of its server
+_ROOTS: set[Path] = set()  # the bazel output user roots of the builds a test started
+
+
+@pytest.fixture(autouse=True)
+def _stop_bazel() -> Iterator[None]:
+    """Stop every bazel server under the output roots the test's builds used (each workdir has its own)."""
+    yield
+    while _ROOTS:
+        procs.stop_bazel_servers(_ROOTS.pop())
 
 
 def build_example(arch: str, toolchain: str, workdir: Path, cache: Path, page_size: str = "4k") -> dict[str, Any]:
@@ -117,8 +123,10 @@ def build_example(arch: str, toolchain: str, workdir: Path, cache: Path, page_si
     assert (plan["arch"], plan["page_size"]) == (arch, page_size)
     proxy_steps = next(s for s in plan["stages"] if s["name"] == "proxy")["steps"]
     make = next(step for step in proxy_steps if step.get("argv", [])[:2] == ["make", "build_envoy"])
-    startup = next(a for a in make["argv"] if a.startswith("BAZEL_STARTUP_ARGS=")).split("=", 1)[1]
-    _SERVERS[make["cwd"]] = startup.split()
+    startup = next(a for a in make["argv"] if a.startswith("BAZEL_STARTUP_ARGS=")).split("=", 1)[1].split()
+    root = Path(next(a for a in startup if a.startswith("--output_user_root=")).split("=", 1)[1])
+    assert root.is_relative_to(workdir)  # the workdir's own, never the shared cache
+    _ROOTS.add(root)
     invoke("build", *common, env=env)
     return plan
 
@@ -247,9 +255,10 @@ def test_example_builds(tools: None, cache: Path, tmp_path: Path, arch: str, too
     assert versions["pilot-discovery"]["version"] == stamped
 
     # everything under the workdir: no GOPATH/bin beside it (Makefile.core.mk's default), no bazel server
-    # a Makefile started by itself in the build's private HOME
+    # a Makefile started by itself in the build's private HOME (the workdir's own)
     assert sorted(os.listdir(tmp_path)) == ["work"]
-    assert not (cache / "home" / ".cache" / "bazel").exists()
+    home = Path(_make_step(plan)["env"]["HOME"])
+    assert home.is_relative_to(workdir) and home.is_dir() and not (home / ".cache" / "bazel").exists()
     assert (workdir / f"example-{arch}" / "gopath" / "bin" / "envoy").is_file()
     # the toolchain checked is the one used: what CC/CXX/AR/NM resolved to, in the record and the log
     used = json.loads((workdir / f"example-{arch}" / "proxy-toolchain.json").read_text())
@@ -350,9 +359,8 @@ def test_unpatched_proxy_makefile_starts_a_stray_bazel_server(tools: None, cache
                     subprocess.run(["git", "-C", str(checkout), "apply", str(series / name)], check=True, env=env)
         argv = ["make", "-n", *make["argv"][1:]]
         proc = subprocess.run(argv, cwd=checkout, env=env, capture_output=True, text=True, check=False, timeout=300)
-        assert proc.returncode == 0, proc.stderr
         found[patched] = sorted(home.glob(".cache/bazel/_bazel_*/*/server/server.pid.txt"))
-        if found[patched]:  # stop it, as its own client would
-            subprocess.run(["bazel", "shutdown"], cwd=checkout, env=env, capture_output=True, check=False, timeout=120)
+        _ROOTS.update(pidfile.parents[2] for pidfile in found[patched])  # <root>/<hash>/server/server.pid.txt
+        assert proc.returncode == 0, proc.stderr
     assert found[False], "the unpatched Makefile started no bazel server"
     assert found[True] == []

@@ -7,7 +7,10 @@ Basic-auth git server over the dumb HTTP protocol, a docker registry, signals to
 Workdirs: rows that only read a build share `built` (one build per module); rows that change a
 build share `mutable` (its own build, brought back to "built and up to date" before each row);
 the process rows use `early` (built up to the toolchain stage, the proxy stage is a fake `make`);
-the rest make their own. Every bazel server started here is stopped.
+the rest make their own. Every workdir has its own cache beside it (`cache_of`, passed as
+ISTIOBUILD_CACHE_DIR to every build of it): a module fixture and the rows that build its workdir again
+see the same one, and a row's own workdir starts with an empty one. Every bazel server started here
+is stopped.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from istiobuild import patches, procs, release
 from istiobuild.arch import Arch
 from istiobuild.fsutil import workdir_lock
 from istiobuild.git import worktree_tree
+from istiobuild.layout import Layout
 from istiobuild.release import Component
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,19 +73,34 @@ def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[st
     return proc
 
 
+def cache_of(work: Path) -> Path:
+    """The cache (ISTIOBUILD_CACHE_DIR) of every build in `work`: beside it, its own."""
+    return work.parent / "istiobuild-cache"
+
+
+def env_of(work: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a build in `work`: its cache, and `env`."""
+    return {"ISTIOBUILD_CACHE_DIR": str(cache_of(work)), **(env or {})}
+
+
+def layout(work: Path, arch: str = "x86_64") -> Layout:
+    """The paths of the example build in `work` (bazel's output root, the secret files: the workdir's own)."""
+    return Layout(workdir=work, cache=cache_of(work), release="example", arch=Arch(arch))
+
+
 def build(work: Path, *extra: str, arch: str = "x86_64", env: Mapping[str, str] | None = None) -> str:
     """`invoke build` that must succeed; returns its stderr (where the stage lines go)."""
-    return ok(invoke("build", *common(work, arch), *extra, env=env)).stderr
+    return ok(invoke("build", *common(work, arch), *extra, env=env_of(work, env))).stderr
 
 
 def plans(work: Path, env: Mapping[str, str], *extra: str) -> str:
     """`invoke plan` as text and as JSON."""
-    text = ok(invoke("plan", *common(work), *extra, env=env)).stdout
-    return text + ok(invoke("plan", *common(work), *extra, "--json", env=env)).stdout
+    text = ok(invoke("plan", *common(work), *extra, env=env_of(work, env))).stdout
+    return text + ok(invoke("plan", *common(work), *extra, "--json", env=env_of(work, env))).stdout
 
 
 def stop_bazel(work: Path) -> None:
-    procs.stop_bazel_servers(work / "cache" / "bazel-root")
+    procs.stop_bazel_servers(layout(work).bazel_root)
 
 
 def sha256(data: bytes) -> str:
@@ -165,7 +184,7 @@ def holding(root: Path, secret: str) -> list[str]:
 
 def bazel_output_files(work: Path) -> list[str]:
     """The bazel server's own files that must be among the ones searched (so the search really covers them)."""
-    root = work / "cache" / "bazel-root"
+    root = layout(work).bazel_root
     return sorted(p.name for p in (*root.glob("java.log*"), *root.glob("*/command.log"), *root.glob("*/*.gz")))
 
 
@@ -306,9 +325,9 @@ class FakeProxyStage:
         env = {"PATH": f"{bindir}:{os.environ['PATH']}", "FAKE_MAKE_PID": str(pidfile)}
         if ignore_int:
             env["FAKE_MAKE_IGNORE_INT"] = "1"
-        self.server_pidfile = work / "cache" / "bazel-root" / "fake" / "server" / "server.pid.txt"
+        self.server_pidfile = layout(work).bazel_root / "fake" / "server" / "server.pid.txt"
         self.server_pidfile.unlink(missing_ok=True)
-        self.proc = start("build", *common(work), "--to", "proxy", env=env)
+        self.proc = start("build", *common(work), "--to", "proxy", env=env_of(work, env))
         started = until(lambda: (pidfile.exists() and self.server_pidfile.exists()) or self.proc.poll() is not None, 60)
         if not started or self.proc.poll() is not None:
             self.proc.kill()
@@ -471,21 +490,25 @@ def early(_early_work: Path) -> Path:
 
 
 def _secret_nowhere(work: Path, secret: str, outputs: Iterable[str]) -> None:
+    """Not in the outputs, in no file of the workdir or of the cache its builds used, in no image."""
     for text in outputs:
         assert secret not in text
-    assert holding(work, secret) == []
+    assert list(cache_of(work).glob("git/*.git/config"))  # the cache's own git repositories are searched too
+    assert holding(work, secret) == [] and holding(cache_of(work), secret) == []
     assert secret not in inspect_images(work)
 
 
 def test_remote_header(tmp_path: Path) -> None:
-    work = tmp_path / "work"
+    # two builds, each with an empty cache of its own: no local disk cache hit, so both write to their server
+    work, work2 = tmp_path / "header" / "work", tmp_path / "basic" / "work"
+    assert cache_of(work) != cache_of(work2)
     with cache_server(tmp_path / "cache") as cache:
         secret = cache.header_value
         env = {"ISTIOBUILD_REMOTE_CACHE": cache.url, "ISTIOBUILD_REMOTE_HEADER": f"{cache.header_name}={secret}"}
         try:
-            proc = ok(invoke("build", *common(work), env=env))
+            proc = ok(invoke("build", *common(work), env=env_of(work, env)))
             plan = plans(work, env)
-            assert not list((work / "cache" / "secrets").iterdir())  # the 0600 rc file is gone
+            assert not list(layout(work).secrets.iterdir())  # the 0600 rc file is gone
         finally:
             stop_bazel(work)  # the server flushes its logs: they are searched too
         seen = statuses(cache.access_log)
@@ -494,19 +517,18 @@ def test_remote_header(tmp_path: Path) -> None:
     _secret_nowhere(work, secret, (proc.stdout, proc.stderr, plan))
 
     # a cache URL with Basic credentials: bazel authenticates, the password shows nowhere
-    work2 = tmp_path / "work2"
     password = uuid.uuid4().hex
     with cache_server(tmp_path / "cache2", basic_auth=("builder", password)) as cache:
         assert password in cache.url
         env = {"ISTIOBUILD_REMOTE_CACHE": cache.url, "ISTIOBUILD_REMOTE_HEADER": f"{HEADER}={cache.header_value}"}
         try:
-            proc = ok(invoke("build", *common(work2), env=env))
+            proc = ok(invoke("build", *common(work2), env=env_of(work2, env)))
             plan = plans(work2, env)
         finally:
             stop_bazel(work2)
         seen = statuses(cache.access_log)
         assert ("PUT", 201) in seen and all(200 <= s < 300 or s == 404 for _, s in seen), seen
-    assert list(work2.glob("example/*/.git/config")) and list(work2.glob("cache/git/*.git/config"))
+    assert list(work2.glob("example/*/.git/config"))
     _secret_nowhere(work2, password, (proc.stdout, proc.stderr, plan))
 
 
@@ -538,7 +560,7 @@ def test_mirror_credentials(example_upstream: Path, tmp_path: Path, request: pyt
     request.addfinalizer(lambda: remove_tags(hub))
     env = {"ISTIOBUILD_MIRROR": f"http://builder:{token}@127.0.0.1:{server.port}/"}
     try:
-        proc = ok(invoke("build", *common(work), "--hub", hub, env=env))
+        proc = ok(invoke("build", *common(work), "--hub", hub, env=env_of(work, env)))
         plan = plans(work, env, "--hub", hub)
     finally:
         server.close()
@@ -551,13 +573,14 @@ def test_mirror_credentials(example_upstream: Path, tmp_path: Path, request: pyt
     for component in ("proxy", "envoy", "istio"):
         origin = git(work / "example" / component, "remote", "get-url", "origin")
         assert origin == f"http://127.0.0.1:{server.port}/{component}"
-    assert not (work / "cache" / "secrets" / "git-credentials").exists()
+    assert not (layout(work).secrets / "git-credentials").exists()
     assert (work / "example" / "proxy" / ".git" / "config").is_file()
     _secret_nowhere(work, token, (proc.stdout, proc.stderr, plan))
     labels = json.loads(docker("image", "inspect", f"{hub}/pilot:example-amd64"))[0]["Config"]["Labels"]
-    assert labels["org.opencontainers.image.source"] == f"{shown}/istio"
+    # labels name the release's repositories, not the mirror this machine fetched from (reproducible images)
+    assert labels["org.opencontainers.image.source"] == "example:istio"
     for component in ("proxy", "envoy", "istio"):
-        assert labels[f"io.istiobuild.{component}.source"] == f"{shown}/{component}"
+        assert labels[f"io.istiobuild.{component}.source"] == f"example:{component}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -569,9 +592,10 @@ def test_dry_run_fresh(tmp_path: Path) -> None:
     before = snapshot(tmp_path)
     images = image_ids()
     registry_before = catalog(LOCAL_REGISTRY)
-    proc = ok(invoke("build", *common(work), "--dry-run", "--push", "--hub", f"{LOCAL_REGISTRY}/hostile"))
+    dry = ("--dry-run", "--push", "--hub", f"{LOCAL_REGISTRY}/hostile")
+    proc = ok(invoke("build", *common(work), *dry, env=env_of(work)))
     assert "would run: push" in proc.stderr or "would push" in proc.stderr, proc.stderr
-    assert not work.exists()
+    assert not work.exists() and not cache_of(work).exists()
     assert snapshot(tmp_path) == before
     assert image_ids() == images
     assert catalog(LOCAL_REGISTRY) == registry_before
@@ -579,9 +603,11 @@ def test_dry_run_fresh(tmp_path: Path) -> None:
 
 def test_dry_run_built(built: Path) -> None:
     stop_bazel(built)  # an idle bazel server may write its own logs: stopped first
-    before = snapshot(built)
-    proc = ok(invoke("build", *common(built), "--dry-run"))
-    after = snapshot(built)
+    both = built.parent  # the workdir and its cache, which the dry run uses as the build did
+    assert sorted(p.name for p in both.iterdir()) == sorted([built.name, cache_of(built).name])
+    before = snapshot(both)
+    proc = ok(invoke("build", *common(built), "--dry-run", env=env_of(built)))
+    after = snapshot(both)
     for stage in STAGES:
         assert f"{stage}: up to date (would be skipped)" in proc.stderr, proc.stderr
     # paths, kinds, contents, modes and symlink targets: identical
@@ -608,7 +634,7 @@ def test_edited_checkout(mutable: Path) -> None:
     try:
         bazelrc.write_bytes(original + b"# a comment the user added\n")
         for extra in ((), ("--from", "proxy")):
-            refused = invoke("build", *common(mutable), *extra)
+            refused = invoke("build", *common(mutable), *extra, env=env_of(mutable))
             line = one_error(refused)
             assert refused.returncode == 5
             assert line.startswith("error: stage patch failed:") and "envoy.bazelrc" in line, line
@@ -710,7 +736,7 @@ def test_symlinked_lock(tmp_path: Path) -> None:
     outside.write_text("not istiobuild's\n")
     (work / ".istiobuild.lock").symlink_to(outside)
     before = (outside.read_bytes(), outside.stat().st_mtime_ns, outside.stat().st_mode)
-    proc = invoke("build", *common(work))
+    proc = invoke("build", *common(work), env=env_of(work))
     line = one_error(proc)
     assert ".istiobuild.lock" in line and "symlink" in line, line
     assert (outside.read_bytes(), outside.stat().st_mtime_ns, outside.stat().st_mode) == before
@@ -748,7 +774,7 @@ commands.run_build(b, only=[StageName.PATCH], start="patch")
 
 def test_killed_patch(mutable: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ISTIOBUILD_")}
-    env["PYTHONPATH"] = str(REPO / "src")
+    env.update(env_of(mutable), PYTHONPATH=str(REPO / "src"))
     child = subprocess.run([sys.executable, "-c", KILLED_PATCH, str(mutable), "aarch64"],
                            env=env, capture_output=True, text=True, check=False)  # fmt: skip
     assert child.returncode == -signal.SIGKILL, child.stderr
@@ -771,10 +797,10 @@ def test_user_commit(tmp_path: Path) -> None:
                    check=True, capture_output=True)  # fmt: skip
     mine = git(istio, "rev-parse", "HEAD")
     for args in (("checkout", "--release", "example", "--workdir", str(work)), ("build", *common(work))):
-        line = one_error(invoke(*args))
+        line = one_error(invoke(*args, env=env_of(work)))
         assert mine[:12] in line and "my local fix" in line and "istiobuild did not make" in line, line
         assert git(istio, "rev-parse", "HEAD") == mine
-    forced = ok(invoke("checkout", "--release", "example", "--workdir", str(work), "--force"))
+    forced = ok(invoke("checkout", "--release", "example", "--workdir", str(work), "--force", env=env_of(work)))
     refs = re.findall(r"refs/istiobuild/saved/[\w.-]+", forced.stderr + forced.stdout)
     assert refs, forced.stderr
     assert mine in [git(istio, "rev-parse", ref) for ref in refs]
@@ -790,7 +816,7 @@ def test_concurrent_builds(tmp_path: Path, request: pytest.FixtureRequest) -> No
     request.addfinalizer(lambda: remove_tags(hub))
     works = {tc: tmp_path / tc / "work" for tc in ("gcc", "clang")}
     try:
-        running = {tc: start("build", *common(w, toolchain=tc), "--hub", hub, env={}) for tc, w in works.items()}
+        running = {tc: start("build", *common(w, toolchain=tc), "--hub", hub, env=env_of(w)) for tc, w in works.items()}
         for tc, proc in running.items():
             _, err = proc.communicate(timeout=600)
             assert proc.returncode == 0, f"{tc}:\n{err}"
@@ -829,7 +855,7 @@ def test_bad_stamp(mutable: Path) -> None:
 
 
 def test_paste_plan(built: Path) -> None:
-    text = ok(invoke("plan", *common(built))).stdout
+    text = ok(invoke("plan", *common(built), env=env_of(built))).stdout
     commands: dict[str, list[str]] = {"proxy": [], "istio": []}
     stage = ""
     for line in text.splitlines():
@@ -854,7 +880,7 @@ def test_publish_without_push(mutable: Path, registry: str, request: pytest.Fixt
     stderr = build(mutable, "--hub", hub, "--push")
     assert "done publish" in stderr
     assert catalog(registry)[1] == {f"hostile/{n}": ["example-amd64"] for n in ("kubectl", "pilot", "proxyv2")}
-    proc = invoke("build", *common(mutable), "--hub", hub, "--from", "publish")
+    proc = invoke("build", *common(mutable), "--hub", hub, "--from", "publish", env=env_of(mutable))
     line = one_error(proc)
     assert "publish" in line and "--push" in proc.stderr, proc.stderr
 

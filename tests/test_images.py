@@ -20,7 +20,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from helpers import invoke, one_error
+from helpers import invoke, keypair, one_error
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -32,8 +32,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_registry(tmp: Path, htpasswd: Path | None = None) -> tuple[str, subprocess.Popen[bytes]]:
-    port = free_port()
+def start_registry(
+    tmp: Path, htpasswd: Path | None = None, port: int | None = None
+) -> tuple[str, subprocess.Popen[bytes]]:
+    port = port or free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     config = {
         "version": 0.1,
@@ -72,6 +74,7 @@ def pipeline(registry: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """The example built, verified and pushed for both arches to a custom HUB."""
     work = tmp_path_factory.mktemp("images") / "work"
     hub = f"{registry}/t{uuid.uuid4().hex[:8]}"
+    key, _ = keypair(work.parent, "release")  # signed provenance: what `invoke manifest --key` checks
     try:
         for arch, toolchain in (("aarch64", "gcc"), ("x86_64", "clang")):
             proc = invoke(
@@ -87,6 +90,8 @@ def pipeline(registry: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 "--hub",
                 hub,
                 "--push",
+                "--signing-key",
+                str(key),
             )
             assert proc.returncode == 0, proc.stderr
         yield work, hub
@@ -124,9 +129,13 @@ def test_both_arches_verified_and_pushed(pipeline: tuple[Path, str], arch: str, 
 
 
 def test_manifest_joins_the_arches(pipeline: tuple[Path, str]) -> None:
-    _, hub = pipeline
-    proc = invoke("manifest", "--hub", hub, "--release", "example", "--tag", "example")
+    work, hub = pipeline
+    key = work.parent / "release.pub"
+    proc = invoke("manifest", "--hub", hub, "--release", "example", "--tag", "example", "--key", str(key),
+                  env={"ISTIOBUILD_WORKDIR": str(work)})  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    joined = [line for line in proc.stdout.splitlines() if line.count("signed by key") == 2]
+    assert len(joined) == 2, proc.stdout  # pilot and proxyv2, both arches' provenance checked against the key
     for name in ("pilot", "proxyv2"):
         listed = json.loads(docker("manifest", "inspect", "--insecure", f"{hub}/{name}:example"))
         arches = sorted(m["platform"]["architecture"] for m in listed["manifests"])

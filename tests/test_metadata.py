@@ -1,4 +1,4 @@
-"""Release metadata, a build under the workdir, the toolchain the build really uses (docs/metadata.md).
+"""Release metadata, a build under the workdir and the shared cache, the toolchain it really uses (docs/metadata.md).
 
 The plan tests are pure. The miniature tests run the real mechanisms of the example repositories
 (istio's gobuild.sh with BUILDINFO or report_build_info.sh, Makefile.core.mk's `VERSION ?=` and
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -107,26 +108,50 @@ def test_the_plan_stamps_every_binary_with_the_release(settings_for: Any, versio
     }
 
 
+def _paths(command: Command) -> dict[str, Path]:
+    """Every absolute path a command hands its children: env values and `--opt=/path`, `K:=/dir:...` arguments."""
+    found = {k: v for k, v in command.env.items() if v.startswith("/")}
+    words = [w for arg in command.argv for w in arg.split()]
+    found |= {m[1]: m[2] for w in words if (m := re.match(r"(.*?[=:])(/[^:=]+)", w))}
+    return {k: Path(v) for k, v in found.items()}
+
+
 @pytest.mark.usefixtures("no_subprocess")
 @pytest.mark.parametrize("version", ["1.5.0", "1.4.7", "example"])
-def test_everything_under_the_workdir_and_nothing_from_the_caller(settings_for: Any, version: str) -> None:
+def test_everything_under_the_workdir_or_the_cache_and_nothing_from_the_caller(settings_for: Any, version: str) -> None:
     plan = plan_for(settings_for, version, HOST if version == "example" else Arch.AARCH64)
-    work = Path(plan.workdir)
+    work, cache, layout = Path(plan.workdir), plan.layout.cache, plan.layout
+    assert cache == Path(os.environ["XDG_CACHE_HOME"]) / "istiobuild" and not cache.is_relative_to(work)
     build, make = command(plan, "istio", "build"), command(plan, "proxy", "build_envoy")
-    # set explicitly (so a caller's value cannot win), and inside the workdir
-    for key in ("GOPATH", "GOBIN", "GOCACHE", "GOMODCACHE", "HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
-        assert Path(build.env[key]).is_relative_to(work), key
-    assert (build.env["GOFLAGS"], build.env["GOENV"], build.env["GOTOOLCHAIN"]) == ("", "off", "local")
-    assert build.env["GOPATH"] == str(plan.layout.gopath) and build.env["GOBIN"] == str(plan.layout.gopath / "bin")
-    for key in ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "BAZELISK_HOME"):
-        assert Path(make.env[key]).is_relative_to(work), key
-    assert make.env["HOME"] == build.env["HOME"] == str(plan.layout.home)
-    assert make.env["USE_BAZEL_VERSION"] == release.get(version).bazel_version
-    startup = next(a for a in make.argv if a.startswith("BAZEL_STARTUP_ARGS="))
-    assert f"--output_user_root={plan.layout.bazel_root}" in startup
-    # images keep the caller's HOME (docker's config), but not the caller's Go
     docker = command(plan, "images", "docker")
+    # nothing the make children are told to write or read lies outside the workdir and the shared cache
+    for step in (build, make, docker):
+        for name, path in _paths(step).items():
+            assert path.is_relative_to(work) or path.is_relative_to(cache) or str(path) == os.devnull, (name, path)
+    # set explicitly (so a caller's value cannot win): what is this workdir's under the workdir ...
+    for key in ("GOPATH", "GOBIN", "HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
+        assert Path(build.env[key]).is_relative_to(work), key
+    for key in ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
+        assert Path(make.env[key]).is_relative_to(work), key
+    assert build.env["GOPATH"] == str(layout.gopath) and build.env["GOBIN"] == str(layout.gopath / "bin")
+    assert make.env["HOME"] == build.env["HOME"] == str(layout.home)
+    startup = next(a for a in make.argv if a.startswith("BAZEL_STARTUP_ARGS=")).split("=", 1)[1].split()
+    assert f"--output_user_root={layout.bazel_root}" in startup and layout.bazel_root.is_relative_to(work)
+    # ... what is content-addressed (Go's caches, bazel's, bazelisk's downloads) in the cache every workdir shares
+    assert (build.env["GOCACHE"], build.env["GOMODCACHE"]) == (str(cache / "go/build"), str(cache / "go/mod"))
+    assert make.env["BAZELISK_HOME"] == str(cache / "bazelisk")
+    args = next(a for a in make.argv if a.startswith("BAZEL_BUILD_ARGS=")).split("=", 1)[1].split()
+    assert f"--disk_cache={cache / 'bazel-disk'}" in args and f"--repository_cache={cache / 'bazel-repo'}" in args
+    # and none of the caller's Go or bazel settings
+    assert (build.env["GOFLAGS"], build.env["GOENV"], build.env["GOTOOLCHAIN"]) == ("", "off", "local")
+    assert make.env["USE_BAZEL_VERSION"] == release.get(version).bazel_version
+    # images keep the caller's HOME (docker's config), but not the caller's Go
     assert "HOME" not in docker.env and docker.env["GOPATH"] == build.env["GOPATH"]
+    assert docker.env["GOCACHE"] == build.env["GOCACHE"] and docker.env["GOFLAGS"] == ""
+    # cache_dir moves exactly the shared part; the workdir's own stays where it was
+    moved = plan_for(settings_for, version, plan.arch, cache_dir=str(work.parent / "elsewhere"))
+    assert command(moved, "istio", "build").env["GOCACHE"] == str(work.parent / "elsewhere" / "go" / "build")
+    assert (moved.layout.home, moved.layout.bazel_root) == (layout.home, layout.bazel_root)
 
 
 @pytest.mark.usefixtures("no_subprocess")
@@ -183,14 +208,33 @@ def test_reported_versions_are_parsed_and_compared() -> None:
     assert text["AR"]["resolved"] == "/usr/lib/llvm-14/bin/llvm-ar"
 
 
+class _Container:
+    """A created container that prints a fixed text and exits 0."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def start(self) -> None:
+        pass
+
+    def wait(self) -> dict[str, int]:
+        return {"StatusCode": 0}
+
+    def logs(self, **_: Any) -> bytes:
+        return self.text.encode()
+
+    def remove(self, **_: Any) -> None:
+        pass
+
+
 class _Containers:
     """docker's containers API, answering `<binary> version` with a fixed text."""
 
     def __init__(self, answers: Mapping[str, str]) -> None:
         self.answers = answers
 
-    def run(self, image: str, *, entrypoint: list[str], command: list[str], **_: Any) -> bytes:
-        return self.answers[entrypoint[0]].encode()
+    def create(self, image: str, *, entrypoint: list[str], command: list[str], **_: Any) -> _Container:
+        return _Container(self.answers[entrypoint[0]])
 
 
 def test_verify_compares_what_each_image_reports(settings_for: Any) -> None:

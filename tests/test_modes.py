@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 
 from helpers import REPO, invoke, one_error
-from istiobuild import doctor, release, toolchain
+from istiobuild import doctor, procs, release, toolchain
 from istiobuild.arch import Arch
 from istiobuild.config import Settings
 from istiobuild.errors import DataError, UsageError
+from istiobuild.layout import Layout
 from istiobuild.modes import Mode, decide
 from istiobuild.plan import make_plan, render
 from istiobuild.steps import Command, StageName
@@ -228,18 +229,21 @@ def _build(work: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess[
     return invoke("build", *args, *extra, env={"ISTIOBUILD_CACHE_DIR": str(cache)})
 
 
+def _bazel_root(work: Path, cache: Path) -> Path:
+    """The workdir's own bazel output root (its servers, its output bases), not the shared cache."""
+    return Layout(workdir=work, cache=cache, release="example", arch=A).bazel_root
+
+
 def _stop_bazel(work: Path, cache: Path) -> None:
-    if (work / "example" / "proxy").is_dir():
-        subprocess.run(["bazel", f"--output_user_root={cache / 'bazel-root'}", "shutdown"],
-                       cwd=work / "example" / "proxy", capture_output=True, check=False, timeout=120)  # fmt: skip
+    procs.stop_bazel_servers(_bazel_root(work, cache))
 
 
-def _wee8(work: Path) -> tuple[str, set[int]]:
+def _wee8(work: Path, cache: Path) -> tuple[str, set[int]]:
     """What the envoy says its wee8 was built for (run without arguments), and the ELF machines of wee8's objects."""
     envoy = work / "example-aarch64" / "artifacts" / "envoy"
     out = subprocess.run(["qemu-aarch64-static", str(envoy)], capture_output=True, text=True, check=True).stdout
     cpu = out.rsplit("(target_cpu ", 1)[1].split(")")[0]
-    (archive,) = (work / "cache").glob("bazel-root/*/execroot/io_istio_proxy/bazel-out/*/bin/external/*/libwee8.a")
+    (archive,) = _bazel_root(work, cache).glob("*/execroot/io_istio_proxy/bazel-out/*/bin/external/*/libwee8.a")
     machines, data, offset = set(), archive.read_bytes(), 8  # "!<arch>\n", then 60-byte member headers
     while offset + 60 <= len(data):
         size = int(data[offset + 48 : offset + 58])
@@ -258,11 +262,11 @@ def _undo(checkout: Path, patch: str) -> None:
 @needs_x86_64
 def test_the_example_cross_builds_for_aarch64(tmp_path: Path) -> None:
     """The whole build is tests/test_example_build.py's; here: the wee8 inside the cross-built envoy."""
-    work, cache = tmp_path / "w", tmp_path / "w" / "cache"
+    work, cache = tmp_path / "w", tmp_path / "cache"
     try:
         proc = _build(work, cache, "--to", "proxy")
         assert proc.returncode == 0, proc.stderr
-        assert _wee8(work) == ("arm64", {183})  # wee8 configured for arm64, its objects aarch64 (EM_AARCH64)
+        assert _wee8(work, cache) == ("arm64", {183})  # wee8 configured for arm64, its objects aarch64 (EM_AARCH64)
     finally:
         _stop_bazel(work, cache)
 
@@ -271,7 +275,7 @@ def test_the_example_cross_builds_for_aarch64(tmp_path: Path) -> None:
 @needs_x86_64
 def test_without_the_cross_patches_the_example_goes_wrong_like_the_real_tree(tmp_path: Path) -> None:
     """envoy 0003a and istio 0003 undone: the example series is what the real ones are (`uname -m`)."""
-    work, cache = tmp_path / "w", tmp_path / "w" / "cache"
+    work, cache = tmp_path / "w", tmp_path / "cache"
     try:
         assert _build(work, cache, "--to", "patch").returncode == 0
         _undo(work / "example" / "envoy", "envoy/example/0003a-wee8-target-cpu-from-the-build.patch")
@@ -279,7 +283,7 @@ def test_without_the_cross_patches_the_example_goes_wrong_like_the_real_tree(tmp
         proc = _build(work, cache, "--allow-modified")
         # wee8's target_cpu from `uname -m`: a wee8 configured for x64 (gn's target_cpu defaults to the host's)
         # in the aarch64 envoy, which is an aarch64 ELF and runs: the proxy stage notices nothing
-        assert _wee8(work) == ("x64", {183})
+        assert _wee8(work, cache) == ("x64", {183})
         # GOARCH_LOCAL from `uname -m`: `make build` honours GOARCH, so the istio stage's ELF check passed and
         # the images were built; build-linux (make docker) put amd64 Go binaries into them: verify notices
         stamps = work / "example-aarch64" / "stamps"
@@ -328,14 +332,16 @@ def test_emulated_images_stage_runs_make_docker_in_the_builder(settings_for: Set
     from helpers import execute
 
     builder, work = f"istiobuild/test-modes-builder:{HOST.goarch}", tmp_path / "w"
+    settings, rel = settings_for(workdir=str(work), in_container=True, builder=builder), release.get("example")
     made = invoke("host-builder", "--name", builder, "--workdir", str(tmp_path / "hb"))
     assert made.returncode == 0, made.stderr
+    # its rootfs tar was scratch of that run alone, under its workdir's cache: gone, and nothing in the shared one
+    assert list((tmp_path / "hb" / "cache").iterdir()) == [] and not settings.cache.exists()
     try:
         box = ("--in-container", "--builder", builder)
         args = ("--release", "example", "--arch", HOST.value, "--toolchain", "gcc", "--workdir", str(work), *box)
         proc = invoke("build", *args, "--to", "istio")
         assert proc.returncode == 0, proc.stderr
-        settings, rel = settings_for(workdir=str(work), in_container=True, builder=builder), release.get("example")
         plan = make_plan(rel, HOST, toolchain.get("gcc"), settings, host=FOREIGN)
         assert plan.mode is Mode.EMULATED
         execute(plan, "images", settings, rel)
@@ -343,5 +349,5 @@ def test_emulated_images_stage_runs_make_docker_in_the_builder(settings_for: Set
         log = (work / "logs" / f"example-{HOST}-images.log").read_text()
         assert log.count("-v /var/run/docker.sock:/var/run/docker.sock") == 2 and "Step 1/" in log
     finally:
-        _stop_bazel(work, work / "cache")
+        _stop_bazel(work, settings.cache)
         subprocess.run(["docker", "rmi", "-f", builder], capture_output=True, check=False)

@@ -89,6 +89,7 @@ istio = "https://x/istio/istio"
 [release."9.0.0"]
 proxy = { tag = "9.0.0", commit = "%s" }
 istio = { tag = "9.0.0", commit = "%s" }
+source_date_epoch = 1700000000
 envoy = { repo = "envoyproxy/envoy", commit = "%s", sha256 = "%s" }
 """
 SHA = "a" * 40
@@ -110,6 +111,8 @@ def test_later_lines_need_no_code(tmp_path: Path) -> None:
         (lambda t: t.replace("[line.patches]", '[line.patches]\nenvoy = ["nope"]'), "does not exist"),
         (lambda t: t.replace("gopath = false", 'gopath = false\ncolour = "red"'), "unknown keys"),
         (lambda t: t.replace("schema = 1", "schema = 2"), "schema"),
+        (lambda t: t.replace("source_date_epoch = 1700000000", 'source_date_epoch = "yesterday"'), "committer time"),
+        (lambda t: t.replace("source_date_epoch = 1700000000\n", ""), "missing 'source_date_epoch'"),
     ],
 )
 def test_invalid_data_is_rejected_on_load(tmp_path: Path, edit, message: str) -> None:  # type: ignore[no-untyped-def]

@@ -45,3 +45,19 @@ def test_external_images_are_what_the_real_dockerfiles_name(version: str) -> Non
         series = patches.from_shipped(patches.select(rel, Component.ISTIO, arch, page))
         named = baseimages.scan(repo, rel.pins[Component.ISTIO].commit, series, (BASE_TARGET, *rel.docker_targets))
         assert named == expected, (arch.value, page)
+
+
+@pytest.mark.parametrize("version", REAL)
+def test_source_date_epoch_is_the_istio_commit_time(version: str) -> None:
+    """SOURCE_DATE_EPOCH (every timestamp a build controls) is the pinned istio commit's committer time."""
+    import subprocess
+
+    from istiobuild.release import Component
+
+    rel = release.get(version)
+    repo = upstream.mirror_repo(Path(MIRRORS), Component.ISTIO)
+    commit = rel.pins[Component.ISTIO].commit
+    found = subprocess.run(
+        ["git", "-C", str(repo), "show", "-s", "--format=%ct", commit, "--"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert found == str(rel.source_date_epoch)

@@ -25,6 +25,7 @@ from istiobuild import dockerapi, fsutil
 from istiobuild.arch import Arch
 from istiobuild.errors import DataError, ToolError
 from istiobuild.git import git, out, scratch_index
+from istiobuild.normalize import layer_ids, normalize
 from istiobuild.patches import PatchSource
 from istiobuild.release import BASE_TARGET, Release
 from istiobuild.run import run, which
@@ -317,7 +318,10 @@ def _obtain(cli: Any, base: Base, arch: Arch, *, debs: Path, rootfs: Path, log: 
             log=log,
             what=f"docker import {base.use}",
         )
-        dockerapi.finalize(cli, base.use, {}, arch, rootfs / "scratch")  # this daemon ignores --platform
+        # this daemon ignores --platform, and `docker import` stamps the time: the same rootfs, the same ID
+        normalize(
+            cli, base.use, arch=arch, epoch=0, labels={}, keep=layer_ids(cli, [base.use]), scratch=rootfs / "scratch"
+        )
         return "imported"
     try:
         cli.images.pull(base.use, platform=arch.oci_platform)

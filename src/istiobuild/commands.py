@@ -68,6 +68,7 @@ def stage_name(text: str, what: str) -> StageName:
 
 def run_build(b: Build, *, start: str = "", to: str = "", only: list[StageName] | None = None) -> list[str]:
     from istiobuild import pipeline
+    from istiobuild.errors import IstiobuildError
 
     names = [s.name for s in b.plan.stages]
     if to:
@@ -76,7 +77,15 @@ def run_build(b: Build, *, start: str = "", to: str = "", only: list[StageName] 
             raise UsageError(f"--to {to}: that stage is not part of this plan")
         only = names[: names.index(last) + 1]
     first = stage_name(start, "--from") if start else None
-    return pipeline.run(b.executor, b.plan, b.toolchain, only=only, start=first)
+    ex = b.executor
+    try:
+        done = pipeline.run(ex, b.plan, b.toolchain, only=only, start=first)
+    except IstiobuildError as exc:  # annotated in CI, summarized; the task prints the error itself
+        ex.console.error(exc)
+        ex.console.finish(b.plan.layout, error=exc.message, summary=not ex.dry_run)
+        raise
+    ex.console.finish(b.plan.layout, summary=not ex.dry_run)  # a dry run writes nothing, not even a summary
+    return done
 
 
 def show_plan(b: Build, *, as_json: bool) -> None:
@@ -126,14 +135,19 @@ def run_doctor(b: Build, *, as_json: bool) -> bool:
     return all(x.ok for x in checks)
 
 
-def verify_images(names: list[str], arch: str, *, labels: bool, as_json: bool) -> bool:
-    from istiobuild import dockerapi
+def verify_images(
+    names: list[str], arch: str, *, labels: bool, as_json: bool, provenance: str = "", key: str = ""
+) -> bool:
+    from istiobuild import attest, dockerapi
     from istiobuild.stages.verify import verify_image
 
     if not names:
         raise UsageError("no image to verify", hint="pass --image NAME (repeatable)")
     images = [grammar.check_image_reference(n, "--image") for n in names]
     target = parse_arch(arch) if arch else host_arch()
+    if key and not provenance:
+        raise UsageError("--key checks the signature of a provenance", hint="pass --provenance FILE with --key")
+    statement = attest.read(Path(provenance), Path(key) if key else None) if provenance else None
     cli = dockerapi.client()
     findings = []
     for name in images:
@@ -144,6 +158,8 @@ def verify_images(names: list[str], arch: str, *, labels: bool, as_json: bool) -
                 "io.istiobuild.release": "?"
             }
         findings += verify_image(cli, name, target, labels=wanted)
+        if statement is not None:
+            findings += _provenance_findings(cli, name, target, statement)
     if as_json:
         print(json.dumps([vars(f) for f in findings], indent=2))
     else:
@@ -155,16 +171,37 @@ def verify_images(names: list[str], arch: str, *, labels: bool, as_json: bool) -
     return True
 
 
+def _provenance_findings(cli: Any, image: str, arch: Arch, statement: tuple[dict[str, Any], str]) -> list[Any]:
+    from istiobuild import attest
+    from istiobuild.stages.verify import Finding
+
+    doc, signer = statement
+    subject = attest.subject_for(doc, attest.image_digests(cli, image))
+    built_for = doc["predicate"]["buildDefinition"]["externalParameters"].get("arch", "")
+    how = signer or "signature not checked (no --key)"
+    return [
+        Finding(image=image, ok=bool(subject), what=f"provenance: subject {subject} ({how})" if subject
+                else "provenance: the image is not one of its subjects (another build, or changed since)"),
+        Finding(image=image, ok=built_for == arch.value, what=f"provenance: built for {built_for or '?'}"),
+        Finding(image=image, ok=attest.verification_passed(doc), what="provenance: the build's verification passed"
+                if attest.verification_passed(doc) else "provenance: the build's verification did not pass"),
+    ]  # fmt: skip
+
+
 def raise_verify(image: str, what: str) -> None:
     from istiobuild.errors import StepFailed
 
     raise StepFailed(f"{image}: {what}", hint="`invoke verify --json` lists every finding")
 
 
-def manifest(*, hub: str, tag: str, names: str, arches: str, release_name: str | None, insecure: bool) -> None:
+def manifest(
+    *, hub: str, tag: str, names: str, arches: str, release_name: str | None, insecure: bool, key: str,
+    allow_unverified: bool, signing_key: str,
+) -> None:  # fmt: skip
+    from istiobuild import multiarch
     from istiobuild.stages.publish import manifest as join
 
-    settings, _ = config.load({"release": release_name})
+    settings, _ = config.load({"release": release_name, **({"signing_key": signing_key} if signing_key else {})})
     hub = grammar.check_hub(hub, "--hub")
     rel = release.get(settings.release)
     wanted: list[Arch] = [parse_arch(a) for a in arches.split(",") if a]
@@ -177,11 +214,35 @@ def manifest(*, hub: str, tag: str, names: str, arches: str, release_name: str |
     for name in image_names:
         grammar.check_image_reference(f"{hub}/{name}:{tag}", "--names")
     local = hub.split("/", 1)[0].split(":", 1)[0] in ("localhost", "127.0.0.1") or hub.startswith("127.")
+    out = settings.workdir / f"manifest-{tag}"
     log = settings.workdir / "logs" / f"manifest-{tag}.log"
+    public = Path(key) if key else None
+    parts = {
+        name: [
+            multiarch.check(
+                f"{hub}/{name}:{tag}-{a.goarch}",
+                a,
+                key=public,
+                insecure=insecure or local,
+                scratch=out / "scratch",
+                log=log,
+                allow=allow_unverified,
+            )
+            for a in wanted
+        ]
+        for name in image_names
+    }  # every image is checked before the first join
+    indexes = {}
     for name in image_names:
         target = f"{hub}/{name}:{tag}"
-        join(target, [f"{target}-{a.goarch}" for a in wanted], insecure=insecure or local, log=log)
-        print(f"{target}: {', '.join(a.oci_platform for a in wanted)}")
+        indexes[target] = join(target, [p.reference for p in parts[name]], insecure=insecure or local, log=log)
+        how = "; ".join(f"{p.arch}: {p.verified or 'NOT verified (--allow-unverified)'}" for p in parts[name])
+        print(f"{target}: {', '.join(a.oci_platform for a in wanted)} ({how})")
+    statement = multiarch.index_statement(
+        indexes, [p for ps in parts.values() for p in ps], release=rel.version, hub=hub, tag=tag
+    )
+    key_path = Path(settings.signing_key) if settings.signing_key else None
+    print(f"provenance: {multiarch.write(statement, out, key_path)}")
 
 
 def example(dest: str) -> None:
@@ -192,12 +253,20 @@ def example(dest: str) -> None:
 
 
 def host_builder(image: str, workdir: str | None) -> None:
+    """The rootfs tar is scratch of this run alone: a directory of its own under the workdir's cache (never the
+    shared one, where two users would write one file), removed when done or failed."""
+    import tempfile
+
     from istiobuild import dockerapi, hostbuilder
+    from istiobuild.layout import Layout
 
     settings, _ = config.load({"workdir": workdir})
     dockerapi.client()
     name = grammar.check_image_reference(image or f"istiobuild/host-builder:{host_arch().goarch}", "--name")
-    hostbuilder.make(name, settings.cache / "host-builder", settings.workdir / "logs" / "host-builder.log")
+    layout = Layout(workdir=settings.workdir, cache=settings.cache, release=settings.release, arch=host_arch())
+    layout.workdir_cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="host-builder-", dir=layout.workdir_cache) as scratch:
+        hostbuilder.make(name, Path(scratch), layout.logs / "host-builder.log")
     print(name)
 
 
@@ -226,3 +295,28 @@ def check_patches(mirrors: str, release_name: str | None) -> bool:
             )
     print(f"{passed} of {len(names)} releases pass")
     return passed == len(names)
+
+
+def rebuild(record_path: str, workdir: str, overrides: Mapping[str, Any]) -> bool:
+    """Build again from a record's inputs in a fresh workdir (own caches) up to the images; compare every artifact."""
+    from istiobuild import dockerapi
+    from istiobuild import rebuild as rb
+
+    path = Path(record_path).expanduser().resolve()
+    record = rb.load(path)
+    original = None
+    if "subjects" not in record:  # a build record: its workdir holds the originals to compare with
+        original = prepare(rb.settings_of(record, {}, path.parent.parent)).plan
+    target = (
+        Path(workdir).expanduser().resolve()
+        if workdir
+        else path.parent.parent.with_name(path.parent.parent.name + "-rebuild")
+    )
+    rb.fresh(target)
+    settings = {**rb.settings_of(record, overrides, target), "cache_dir": str(target / "cache")}
+    b = prepare(settings)
+    b.executor.console.info(f"rebuilding {b.plan.release} for {b.plan.arch} with {b.plan.toolchain} in {target}")
+    run_build(b, to="images")
+    results = rb.outcomes(rb.subjects(record, original), b.plan, dockerapi.client())
+    print("\n".join(rb.report(results)))
+    return all(r.identical for r in results)

@@ -34,7 +34,7 @@ class Settings:
     arch: str = ""  # "" = the host's
     toolchain: str = "clang"
     workdir: Path = Path("istiobuild-work")
-    cache_dir: Path | None = None  # None = <workdir>/cache
+    cache_dir: Path | None = None  # None = the user's cache directory, shared by every workdir (`cache`)
     mirror: str = ""  # base URL or directory holding proxy, envoy, istio
     repos: Mapping[str, str] = dataclasses.field(default_factory=dict)  # per-component URL
     jobs: int = 0  # 0 = derived from cores and memory
@@ -47,29 +47,45 @@ class Settings:
     base_images: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
     remote_cache: str = ""  # bazel --remote_cache URL
     remote_header: str = ""  # bazel --remote_header value: a secret, never printed or logged
+    remote_upload: bool = True  # upload local results to the remote cache (off: read it only)
+    remote_executor: str = ""  # bazel --remote_executor URL, grpc(s):// (an RBE service; untested here)
+    remote_platform: str = ""  # KEY=VALUE,... bazel --remote_default_exec_properties for the executor
     downloads: str = ""  # directory holding files upstream scripts would download (wasm, ...)
     jvm_heap: str = "3g"  # bazel server -Xmx (small ARM machines OOM with the default)
     push: bool = False  # push the images to `hub` after verifying them
     in_container: bool = False  # run the toolchain, proxy and istio stages inside `builder`
     builder: str = ""  # builder image (dockerfiles/), for --in-container
     bazel_version: str = ""  # USE_BAZEL_VERSION for bazelisk (default: the release's .bazelversion)
+    signing_key: str = ""  # ed25519 private key (PKCS#8 PEM, 0600) signing the provenance; "" = unsigned
 
-    def __repr__(self) -> str:  # keep the secret out of tracebacks and debug output
-        fields = ", ".join(
-            f"{f.name}={'***' if f.name == 'remote_header' and self.remote_header else getattr(self, f.name)!r}"
-            for f in dataclasses.fields(self)
-        )
+    def __repr__(self) -> str:  # keep secrets (the header, credentials in URLs) out of tracebacks and debug output
+        from istiobuild.secrets import redact_url
+
+        def shown(name: str, value: Any) -> str:
+            if name == "remote_header" and value:
+                return "'***'"
+            if name == "repos":
+                return repr({k: redact_url(v) for k, v in value.items()})
+            return repr(redact_url(value)) if isinstance(value, str) else repr(value)
+
+        fields = ", ".join(f"{f.name}={shown(f.name, getattr(self, f.name))}" for f in dataclasses.fields(self))
         return f"Settings({fields})"
 
     @property
     def cache(self) -> Path:
-        return self.cache_dir if self.cache_dir is not None else self.workdir / "cache"
+        """The cache every workdir shares: cache_dir, else platformdirs' user cache directory
+        ($XDG_CACHE_HOME/istiobuild or ~/.cache/istiobuild), read from the environment when asked."""
+        if self.cache_dir is not None:
+            return self.cache_dir
+        import platformdirs
+
+        return Path(platformdirs.user_cache_dir("istiobuild")).absolute()
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 _MAPPINGS = {"repos", "base_images"}
 _INTS = {"jobs"}
-_BOOLS = {"push", "in_container"}
+_BOOLS = {"push", "in_container", "remote_upload"}
 _PATHS = {"workdir", "cache_dir"}
 # What to give instead of an empty value, for the message.
 _WANTED = {
@@ -95,7 +111,11 @@ _WANTED = {
     "builder": "an image reference",
     "remote_cache": "a URL",
     "remote_header": "NAME=VALUE",
+    "remote_upload": "on or off",
+    "remote_executor": "a grpc:// or grpcs:// URL",
+    "remote_platform": "KEY=VALUE[,KEY=VALUE...]",
     "bazel_version": "a version such as 2.0.0",
+    "signing_key": "the path of a PEM private key",
 }
 
 
@@ -183,19 +203,23 @@ def _coerce_int(value: Any, name: str) -> int:
     return number
 
 
-def _coerce_bool(value: Any, name: str) -> bool:
+def _coerce_bool(value: Any, name: str, wanted: str = "true or false") -> bool:
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
     if text in ("1", "true", "yes", "on", "0", "false", "no", "off"):
         return text in ("1", "true", "yes", "on")
-    raise ConfigError(f"{name} {value!r} is not true or false; give true or false")
+    raise ConfigError(f"{name} {value!r} is not {wanted}; give {wanted}")
 
 
-def _coerce_path(value: str, name: str, base: Path) -> Path:
+def _coerce_path(value: str, name: str, base: Path, *, keep_link: bool = False) -> Path:
     check_path_text(value, name)
     try:
-        return (base / Path(value).expanduser()).resolve()
+        path = base / Path(value).expanduser()
+        if keep_link:  # the cache root: a symlink there stays visible, for cache.check_root to refuse it
+            path = Path(os.path.normpath(path))
+            return path.parent.resolve() / path.name
+        return path.resolve()
     except (OSError, RuntimeError, ValueError) as exc:
         raise ConfigError(f"{name} {value!r} is not a usable path ({exc}); give a directory") from None
 
@@ -212,12 +236,12 @@ def _coerce(key: str, value: Any, source: str, base: Path) -> Any:
     if key in _INTS:
         return _coerce_int(value, name)
     if key in _BOOLS:
-        return _coerce_bool(value, name)
+        return _coerce_bool(value, name, _WANTED[key])
     if not isinstance(value, str):
         shown = "(value hidden)" if key in SECRET_KEYS else repr(value)
         raise ConfigError(f"{name} {shown} is {_kind(value)}, not a string; quote it")
     if key in _PATHS:
-        return _coerce_path(value, name, base)
+        return _coerce_path(value, name, base, keep_link=key == "cache_dir")
     if key == "page_size":
         return check_page_size(value, name)
     return value

@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
-import json
 import os
-import tarfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from istiobuild.arch import Arch
 from istiobuild.errors import ToolError, UsageError
 
 
@@ -58,46 +54,6 @@ def has_image(cli: Any, name: str) -> bool:
 def image_arch(cli: Any, name: str) -> tuple[str, str]:
     attrs = cli.images.get(name).attrs
     return attrs.get("Os", ""), attrs.get("Architecture", "")
-
-
-def finalize(cli: Any, image: str, labels: Mapping[str, str], arch: Arch, scratch: Path) -> None:
-    """Set the image config's labels and platform (os/architecture), same name.
-
-    The classic builder (no buildx here) commits intermediate images with the daemon's platform,
-    so a foreign-arch build either fails (--platform) or claims the host's arch. The content is
-    what matters and `verify` checks every ELF in it; this makes the metadata say what it is.
-    """
-
-    scratch.mkdir(parents=True, exist_ok=True)
-    saved = scratch / "image.tar"
-    with saved.open("wb") as fh:
-        for chunk in cli.images.get(image).save(named=True):
-            fh.write(chunk)
-    rewritten = scratch / "image-final.tar"
-    with tarfile.open(saved) as src:
-        manifest = json.loads(src.extractfile("manifest.json").read())  # type: ignore[union-attr]
-        old_name = manifest[0]["Config"]
-        config = json.loads(src.extractfile(old_name).read())  # type: ignore[union-attr]
-        config["os"], config["architecture"] = "linux", arch.goarch
-        config.setdefault("config", {})
-        config["config"]["Labels"] = {**(config["config"].get("Labels") or {}), **labels}
-        body = json.dumps(config, separators=(",", ":")).encode()
-        new_name = hashlib.sha256(body).hexdigest() + ".json"
-        manifest[0]["Config"] = new_name
-        manifest[0]["RepoTags"] = [image]
-        with tarfile.open(rewritten, "w") as dst:
-            for member in src.getmembers():
-                if member.name in (old_name, "manifest.json", "repositories"):
-                    continue
-                dst.addfile(member, src.extractfile(member) if member.isfile() else None)
-            for name, data in ((new_name, body), ("manifest.json", json.dumps(manifest).encode())):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                dst.addfile(info, io.BytesIO(data))
-    with rewritten.open("rb") as fh:
-        cli.images.load(fh.read())
-    saved.unlink()
-    rewritten.unlink()
 
 
 def image_id(cli: Any, name: str) -> str:

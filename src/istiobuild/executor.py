@@ -37,7 +37,8 @@ class Executor:
         from istiobuild import secrets
 
         found = [self.settings.remote_header]
-        for url in (self.settings.remote_cache, self.settings.mirror, *self.settings.repos.values()):
+        urls = (self.settings.remote_cache, self.settings.remote_executor, self.settings.mirror)
+        for url in (*urls, *self.settings.repos.values()):
             userinfo = secrets.split_credentials(url)[1]
             found += [userinfo, userinfo.partition(":")[2]] if userinfo else []  # never the bare user name
         return [s for s in found if s]

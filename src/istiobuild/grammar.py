@@ -16,6 +16,7 @@ ENV_SOURCE = "environment (ISTIOBUILD_*)"  # Layer.source of the ISTIOBUILD_* en
 CLI_SOURCE = "command line"  # Layer.source of the command-line flags
 REPOSITORY_SCHEMES = frozenset({"https", "http", "ssh", "git", "file"})
 CACHE_SCHEMES = frozenset({"http", "https", "grpc", "grpcs"})
+EXECUTOR_SCHEMES = frozenset({"grpc", "grpcs"})  # bazel --remote_executor (REAPI over gRPC)
 MAX_REFERENCE = 255  # docker: a whole reference <hub>/<name>:<tag>
 MAX_TAG = 120  # docker allows 128; images are tagged <tag>-arm64 / <tag>-amd64
 ARCH_SUFFIX = "-arm64"  # the longer of the per-arch tag suffixes

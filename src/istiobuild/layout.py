@@ -6,13 +6,14 @@ import dataclasses
 from pathlib import Path
 
 from istiobuild.arch import Arch
+from istiobuild.cache import part_dir
 from istiobuild.release import Component
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Layout:
     workdir: Path
-    cache: Path
+    cache: Path  # shared by every workdir (cache.py): git objects, bazel disk/repository caches, Go caches, downloads
     release: str
     arch: Arch
 
@@ -30,46 +31,58 @@ class Layout:
         """Where the miniature example repositories are generated."""
         return self.workdir / "example-upstream"
 
+    @property
+    def workdir_cache(self) -> Path:
+        """What belongs to this workdir alone (bazel's output root, the children's HOME, secret files, scratch):
+        no other build sees it, and removing the workdir frees it."""
+        return self.workdir / "cache"
+
     def git_cache(self, component: Component) -> Path:
-        return self.cache / "git" / f"{component.value}.git"
+        return part_dir(self.cache, "git") / f"{component.value}.git"
 
     @property
     def bazel_root(self) -> Path:
-        return self.cache / "bazel-root"
+        """--output_user_root: the output bases (keyed by the checkout's path) and the servers of this workdir."""
+        return self.workdir_cache / "bazel-root"
 
     @property
     def bazel_disk(self) -> Path:
-        return self.cache / "bazel-disk"
+        return part_dir(self.cache, "bazel-disk")
+
+    @property
+    def bazel_repo(self) -> Path:
+        """--repository_cache: the archives bazel downloads (http_archive ...), by sha256."""
+        return part_dir(self.cache, "bazel-repo")
 
     @property
     def bazel_logging(self) -> Path:
         """java.util.logging config for the bazel server: keeps its command lines out of java.log."""
-        return self.cache / "bazel-logging.properties"
+        return self.workdir_cache / "bazel-logging.properties"
 
     @property
     def secrets(self) -> Path:
-        return self.cache / "secrets"
+        return self.workdir_cache / "secrets"
 
     @property
     def downloads(self) -> Path:
-        return self.cache / "downloads"
+        return part_dir(self.cache, "downloads")
 
     @property
     def debs(self) -> Path:
-        return self.cache / "debs"
+        return self.workdir_cache / "debs"
 
     @property
     def rootfs(self) -> Path:
-        return self.cache / "rootfs"
+        return self.workdir_cache / "rootfs"
 
     @property
     def builder_home(self) -> Path:
-        return self.cache / "builder-home"
+        return self.workdir_cache / "builder-home"
 
     @property
     def toolchain_bin(self) -> Path:
         """Links to the profile's CC/CXX/AR/NM (named for the target in a cross build), first on the build's PATH."""
-        return self.cache / "toolchain" / self.arch.value / "bin"
+        return part_dir(self.cache, "toolchain") / self.arch.value / "bin"
 
     @property
     def cross_bin(self) -> Path:
@@ -79,7 +92,7 @@ class Layout:
     def home(self) -> Path:
         """The private HOME of the build's make children: ~/.cache/bazel, ~/.bazelrc, Go's and git's user
         configuration resolve here, never in the caller's home."""
-        return self.cache / "home"
+        return self.workdir_cache / "home"
 
     @property
     def home_env(self) -> dict[str, str]:
@@ -92,17 +105,17 @@ class Layout:
 
     @property
     def bazelisk_home(self) -> Path:
-        return self.cache / "bazelisk"
+        return part_dir(self.cache, "bazelisk")
 
     @property
     def go_build_cache(self) -> Path:
         """GOCACHE: content-addressed, safe to share between builds."""
-        return self.cache / "go" / "build"
+        return part_dir(self.cache, "go-build")
 
     @property
     def go_mod_cache(self) -> Path:
         """GOMODCACHE (Go >= 1.15; older Go keeps modules in $GOPATH/pkg/mod, also in the workdir)."""
-        return self.cache / "go" / "mod"
+        return part_dir(self.cache, "go-mod")
 
     # -- per release
     @property

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from istiobuild import doctor, fsutil, secrets
+from istiobuild import cache, doctor, fsutil, secrets
 from istiobuild.downloads import sha256_file
 from istiobuild.errors import IstiobuildError, StepFailed, ToolError, UsageError
 from istiobuild.executor import Executor
@@ -209,7 +209,7 @@ def run(
     wanted = [s for s in plan.stages if only is None or s.name in only]
     if ex.dry_run:
         return _dry_run(ex, plan, wanted, start)
-    with fsutil.workdir_lock(ex.settings.workdir):
+    with fsutil.workdir_lock(ex.settings.workdir), cache.shared(ex.settings.cache):  # no prune while it runs
         state = State(ex)  # shared: nothing changes a checkout before the first stage that runs
         todo = pending(state, plan, wanted, start)
         if todo:
@@ -241,11 +241,15 @@ def _loop(state: State, plan: BuildPlan, wanted: list[Stage], todo: list[Stage])
             continue
         stamp = plan.layout.stamps / f"{stage.name.value}.json"
         stamp.unlink(missing_ok=True)
-        ex.console.start(stage.name.value, stage.summary)
+        ex.console.start(stage.name.value, stage.summary, plan.layout.log(stage.name.value))
         began = time.monotonic()
-        with _stage_scope(ex, stage):
-            for step in stage.steps:
-                ex.step(step)
+        try:
+            with _stage_scope(ex, stage):
+                for step in stage.steps:
+                    ex.step(step)
+        except IstiobuildError as exc:  # its stage, time and log for the CI annotation and the summary
+            ex.console.failed(stage.name.value, time.monotonic() - began, exc)
+            raise
         state.forget()
         fsutil.write_json(stamp, {"key": key, "outputs": state.outputs(stage)})
         ex.console.done(stage.name.value, time.monotonic() - began)

@@ -71,6 +71,7 @@ class Release:
     docker_targets: tuple[str, ...]
     skip_docker_targets: Mapping[Arch, tuple[str, ...]]
     series: Mapping[Component, tuple[str, ...]]
+    source_date_epoch: int  # the istio commit's committer time: every timestamp the build controls
     downloads: tuple[Mapping[str, Any], ...] = ()  # files init scripts would fetch (templates)
     base_images: Mapping[Arch, Mapping[str, str]] = dataclasses.field(default_factory=dict)  # release's defaults
     external_images: tuple[ExternalImage, ...] = ()  # what the Dockerfiles name in FROM lines
@@ -107,7 +108,7 @@ _LINE_KEYS = {
 }
 _OPTIONAL_LINE_KEYS = {"downloads": list, "base_images": dict, "external_images": dict, "cross": list}
 _DOWNLOAD_KEYS = {"name": str, "url": str, "sha256": str, "into": str, "place": list, "extract": str, "touch": list}
-_RELEASE_KEYS = {"proxy", "istio", "envoy", "extra_patches", "note"}
+_RELEASE_KEYS = {"proxy", "istio", "envoy", "source_date_epoch", "extra_patches", "note"}
 
 
 def _fail(path: Path, where: str, what: str) -> DataError:
@@ -185,9 +186,12 @@ def _load_line(path: Path) -> dict[str, Release]:
 
 
 def _build(path: Path, where: str, version: str, line: Mapping[str, Any], table: Mapping[str, Any]) -> Release:
-    for key in ("proxy", "istio", "envoy"):
+    for key in ("proxy", "istio", "envoy", "source_date_epoch"):
         if key not in table:
             raise _fail(path, where, f"missing {key!r}")
+    epoch = table["source_date_epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= 0:
+        raise _fail(path, f"{where} source_date_epoch", "must be the istio commit's committer time (seconds)")
     proxy = _pin(path, f"{where} proxy", table["proxy"], envoy=False)
     istio = _pin(path, f"{where} istio", table["istio"], envoy=False)
     envoy = _pin(path, f"{where} envoy", table["envoy"], envoy=True)
@@ -221,6 +225,7 @@ def _build(path: Path, where: str, version: str, line: Mapping[str, Any], table:
         docker_targets=tuple(line["docker_targets"]),
         skip_docker_targets=_skip_targets(path, where, line),
         series=_series(path, where, line, table),
+        source_date_epoch=epoch,
         note=str(table.get("note", "")),
     )
 

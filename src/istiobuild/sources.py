@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from istiobuild import patches
+from istiobuild.cache import fetch_lock
 from istiobuild.config import Settings
 from istiobuild.errors import PatchError, SourceError
 from istiobuild.fsutil import write_atomic
@@ -96,7 +97,8 @@ def cache_repo(settings: Settings, component: Component) -> Path:
 
 
 def _secrets_dir(settings: Settings) -> Path:
-    return settings.cache / "secrets"
+    """The workdir's own (Layout.secrets): the cache is shared, and its credential file must not be."""
+    return settings.workdir / "cache" / "secrets"
 
 
 def _git_line(tail: tuple[str, ...]) -> str:
@@ -186,6 +188,11 @@ def fetch(settings: Settings, source: Source, note: Callable[[str], None]) -> Pa
     """
     _require_sha(source)
     cache = cache_repo(settings, source.component)
+    with fetch_lock(cache, lambda text: note(f"{source.component}: {text}")):  # the cache is shared
+        return _fetch_locked(settings, source, cache, note)
+
+
+def _fetch_locked(settings: Settings, source: Source, cache: Path, note: Callable[[str], None]) -> Path:
     if not (cache / "HEAD").is_file():
         cache.mkdir(parents=True, exist_ok=True)
         git(cache, "init", "--quiet", "--bare")

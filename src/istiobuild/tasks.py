@@ -51,6 +51,9 @@ OPTIONS = {
         Option(name="page_size", setting="page_size", help="kernel page size envoy will run with: auto, 4k or 64k"),
         Option(name="jobs", setting="jobs", help="bazel --jobs (default: bazel's own choice; `invoke doctor` suggests one)"),
         Option(name="remote_cache", setting="remote_cache", help="bazel remote cache URL, http(s) or grpc(s) (credentials in it are never printed)"),
+        Option(name="remote_upload", setting="remote_upload", help="on|off: upload local results to the remote cache (default on; off = read it only)"),
+        Option(name="remote_executor", setting="remote_executor", help="bazel remote execution URL, grpc(s) (an RBE service; untested here; docs/remote-cache.md)"),
+        Option(name="remote_platform", setting="remote_platform", help="KEY=VALUE,... platform properties for --remote-executor"),
         Option(name="downloads", setting="downloads", help="directory holding files upstream scripts would download (1.5.x wasm, 1.4.x helm)"),
         Option(name="hub", setting="hub", help="image repository prefix, e.g. 127.0.0.1:5000/istio (default istio)"),
         Option(name="tag", setting="tag", help="image tag (default: the release); images are <hub>/<name>:<tag>-<arm64|amd64>"),
@@ -69,13 +72,25 @@ OPTIONS = {
         Option(name="names", help="image names, comma-separated (default: every image of the release's DOCKER_TARGETS)"),
         Option(name="arches", help="arches to join, comma-separated (default aarch64,x86_64)"),
         Option(name="insecure", kind=bool, help="talk plain HTTP to the registry (default: only for localhost / 127.x)"),
+        Option(name="runner", help="runner labels for the matrix: hosted (ubuntu-24.04[-arm]) or self-hosted ([self-hosted, linux, ARM64|X64])"),
+        Option(name="manifests", kind=bool, help="print the multi-arch tags to join (release, toolchain, tag, arches) instead of the builds"),
         Option(name="dest", help="directory to create the miniature proxy, envoy and istio repositories in"),
         Option(name="name", help="name for the builder image (default istiobuild/host-builder:<goarch>)"),
         Option(name="mirrors", help="directory holding proxy, envoy and istio git repositories ($ISTIOBUILD_UPSTREAM_MIRRORS)"),
+        Option(name="record", help="build-record.json, provenance statement or DSSE envelope of the build to reproduce"),
+        Option(name="provenance", help="provenance of the image (statement or DSSE envelope): the image must be one of its subjects"),
+        Option(name="allow_unverified", kind=bool, help="join per-arch images that carry no verified provenance (said in the output)"),
+        Option(name="key", help="public key (PEM) the provenance must be signed with"),
+        Option(name="signing_key", setting="signing_key", help="ed25519 private key (PKCS#8 PEM, mode 0600) to sign the provenance with (DSSE)"),
+        Option(name="size", kind=bool, help="show each part of the cache with its size (the default without --prune)"),
+        Option(name="prune", kind=bool, help="trim the cache: refused while a build uses it"),
+        Option(name="max_size", help="with --prune: the bazel disk cache's size after trimming, least recently used first (default 20G)"),
+        Option(name="older_than", help="with --prune: remove entries unused for this long, e.g. 30d, 12h (default 30d)"),
     )
 }  # fmt: skip
-SETTINGS = ("release", "arch", "toolchain", "workdir", "mirror", "page_size", "jobs", "remote_cache", "downloads",
-            "hub", "tag", "push", "in_container", "builder")  # fmt: skip
+SETTINGS = ("release", "arch", "toolchain", "workdir", "mirror", "page_size", "jobs", "remote_cache", "remote_upload",
+            "remote_executor", "remote_platform", "downloads",
+            "hub", "tag", "push", "in_container", "builder", "signing_key")  # fmt: skip
 
 
 def settings_of(values: dict[str, Any]) -> dict[str, Any]:
@@ -133,12 +148,22 @@ def define(name: str, doc: str, names: Sequence[str], body: Callable[[dict[str, 
     task_fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     task_fn.__doc__ = doc
     functools.update_wrapper(task_fn, body, assigned=("__module__",), updated=())
-    return Task(
+    return _Task(
         task_fn,
         name=name,
         help={n: OPTIONS[n].help_text for n in names},
         iterable=[n for n in names if OPTIONS[n].kind is list],
     )
+
+
+class _Task(Task[Any]):
+    """invoke gives each flag the first free character of its name as a short flag; for a third
+    --remote-* option that is '-' (a flag named "--"): such a flag gets no short form instead."""
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        opts: dict[str, Any] = super().arg_opts(name, default, taken_names)
+        opts["names"] = [n for n in opts["names"] if n != "-"]
+        return opts
 
 
 BUILD_FLAGS = SETTINGS
@@ -196,7 +221,8 @@ def _example(v: dict[str, Any]) -> None:
 def _verify(v: dict[str, Any]) -> bool:
     from istiobuild import commands
 
-    return commands.verify_images(v["image"] or [], given(v, "arch"), labels=v["labels"], as_json=v["json_"])
+    return commands.verify_images(v["image"] or [], given(v, "arch"), labels=v["labels"], as_json=v["json_"],
+                                  provenance=given(v, "provenance"), key=given(v, "key"))  # fmt: skip
 
 
 def _manifest(v: dict[str, Any]) -> None:
@@ -207,13 +233,47 @@ def _manifest(v: dict[str, Any]) -> None:
         raise UsageError("manifest needs --hub", hint="the hub the per-arch images were pushed to")
     commands.manifest(hub=given(v, "hub"), tag=given(v, "tag"), names=given(v, "names"),
                       arches=given(v, "arches", "aarch64,x86_64"), release_name=v["release"],
-                      insecure=v["insecure"])  # fmt: skip
+                      insecure=v["insecure"], key=given(v, "key"), allow_unverified=v["allow_unverified"],
+                      signing_key=given(v, "signing_key"))  # fmt: skip
 
 
 def _host_builder(v: dict[str, Any]) -> None:
     from istiobuild import commands
 
     commands.host_builder(given(v, "name"), v["workdir"])
+
+
+def _rebuild(v: dict[str, Any]) -> bool:
+    from istiobuild import commands
+    from istiobuild.errors import UsageError
+
+    if not v["record"]:
+        raise UsageError("rebuild needs --record", hint="the build-record.json (or provenance) of the build to reproduce")
+    overrides = {k: v[k] for k in ("toolchain", "page_size", "mirror")}
+    return commands.rebuild(given(v, "record"), given(v, "workdir"), overrides)
+
+
+def _matrix(v: dict[str, Any]) -> None:
+    from istiobuild import matrix
+
+    selection = matrix.Selection(releases=given(v, "release"), arches=given(v, "arch"),
+                                 toolchains=given(v, "toolchain"), runner=given(v, "runner"))  # fmt: skip
+    matrix.show_matrix(selection, settings_of({"page_size": v["page_size"]}), joins=v["manifests"])
+
+
+def _cache_key(v: dict[str, Any]) -> None:
+    from istiobuild import matrix
+
+    matrix.show_cache_key(settings_of({k: v[k] for k in ("release", "arch", "toolchain", "page_size")}),
+                          as_json=v["json_"])  # fmt: skip
+
+
+def _cache(v: dict[str, Any]) -> None:
+    from istiobuild import cache, config
+
+    settings, _ = config.load({})
+    cache.command(settings.cache, size=v["size"], do_prune=v["prune"], max_size=given(v, "max_size"),
+                  older_than=given(v, "older_than"), as_json=v["json_"])  # fmt: skip
 
 
 def _check_patches(v: dict[str, Any]) -> bool:
@@ -239,13 +299,27 @@ ns = Collection(
     define("example", "Generate the miniature upstream repositories the `example` release builds from.",
            ["dest"], _example),
     define("verify", "Verify images, also ones built elsewhere: platform, every ELF's arch, envoy --version, labels.",
-           ["image", "arch", "labels", "json_"], _verify),
+           ["image", "arch", "labels", "provenance", "key", "json_"], _verify),
     define("manifest", "Join per-arch images, built in different runs or on different machines, into multi-arch tags.",
-           ["hub", "tag", "names", "arches", "release", "insecure"], _manifest),
+           ["hub", "tag", "names", "arches", "release", "insecure", "key", "allow_unverified", "signing_key"], _manifest),
     define("host-builder", "Make a builder image offline from this machine's Debian packages (for --in-container).",
            ["name", "workdir"], _host_builder),
+    define("rebuild", "Build again from exactly the inputs of a record or provenance, in a fresh workdir, and compare.\n\n"
+           "Every artifact (envoy, Go binaries, images) is reported identical or where it differs; exit 1 on a difference.",
+           ["record", "workdir", "toolchain", "page_size", "mirror"], _rebuild),
+    define("cache", "Show the cache every workdir shares, part by part with sizes; --prune trims it.\n\n"
+           "Parts: git objects, bazel disk and repository caches, Go caches, downloads (docs/cache.md). --prune is\n"
+           "refused while a build uses the cache; it never touches git objects or Go modules.",
+           ["size", "prune", "max_size", "older_than", "json_"], _cache),
     define("check-patches", "Check every patch series with `git apply --check` against real upstream repositories.",
            ["mirrors", "release"], _check_patches),
+    define("matrix", "Print the CI build matrix as JSON: one entry per release x arch x toolchain (releases or lines\n"
+           "like 1.5, arches, toolchains comma-separated) with runner labels, image tag and cache key.\n\n"
+           "Default: every release but the example, both arches, the configured toolchain (docs/ci.md).",
+           ["release", "arch", "toolchain", "runner", "page_size", "manifests"], _matrix),
+    define("cache-key", "Print the key of the bazel caches of a build: pins, proxy/envoy patch sha256s, toolchain and\n"
+           "compiler version, bazel version, arch, page size (not the istio pin, not the workdir).",
+           ["release", "arch", "toolchain", "page_size", "json_"], _cache_key),
 )  # fmt: skip
 
 __all__ = ["ns"]

@@ -20,6 +20,7 @@ from istiobuild.errors import ConfigError
 from istiobuild.grammar import (
     CACHE_SCHEMES,
     CONTROL,
+    EXECUTOR_SCHEMES,
     bad_char,
     check_hub,
     check_image_reference,
@@ -42,6 +43,8 @@ _PROGRAM_CHAR = re.compile(r"[A-Za-z0-9_./+-]")
 _JVM_HEAP = re.compile(r"([1-9][0-9]*)([mMgG])")
 _BAZEL_VERSION = re.compile(r"[0-9]+(?:\.[0-9]+){0,2}(?:-[A-Za-z0-9.]+)?")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+_PROPERTY_KEY = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
+_PROPERTY_VALUE_CHAR = re.compile(r"[A-Za-z0-9._~%/+=:@-]")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,6 +163,23 @@ def check_remote_header(text: str, what: str = "remote_header") -> str:
     return text
 
 
+def check_platform_properties(text: str, what: str = "remote_platform") -> tuple[str, ...]:
+    """KEY=VALUE[,KEY=VALUE...] for bazel --remote_default_exec_properties; returns the pairs."""
+    fix = "give KEY=VALUE[,KEY=VALUE...], e.g. OSFamily=Linux,container-image=docker://IMAGE@sha256:HEX"
+    pairs, keys = tuple(text.split(",")), set[str]()
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not _PROPERTY_KEY.fullmatch(key) or not value:
+            raise fail(what, text, f"has {pair!r}, not KEY=VALUE", fix)
+        bad = bad_char(value, _PROPERTY_VALUE_CHAR)
+        if bad:
+            raise fail(what, text, f"has {bad} in the value of {key!r} (it reaches bazel through a shell)", fix)
+        if key in keys:
+            raise fail(what, text, f"sets {key!r} twice", "give each key once")
+        keys.add(key)
+    return pairs
+
+
 # ---------------------------------------------------------------------------------------------
 # All settings
 
@@ -204,6 +224,16 @@ def _validate_paths(settings: Settings, name: _Names) -> None:
         check_path_text(settings.downloads, name("downloads"))
         if not Path(settings.downloads).is_dir():
             raise fail(name("downloads"), settings.downloads, "is not a directory", "give the directory holding them")
+    if settings.signing_key:
+        check_path_text(settings.signing_key, name("signing_key"))
+        private = Path(settings.signing_key)
+        if not private.is_file():
+            raise fail(name("signing_key"), settings.signing_key, "is not a file", "give the private key's PEM file")
+        if private.stat().st_mode & 0o077:
+            raise fail(
+                name("signing_key"), settings.signing_key, "is readable by others than its owner (a private key)",
+                f"chmod 600 {settings.signing_key}",
+            )  # fmt: skip
 
 
 def _validate_build(settings: Settings, name: _Names) -> None:
@@ -218,6 +248,15 @@ def _validate_build(settings: Settings, name: _Names) -> None:
         check_url(settings.remote_cache, name("remote_cache"), CACHE_SCHEMES)
     if settings.remote_header:
         check_remote_header(settings.remote_header, name("remote_header"))
+    if settings.remote_executor:
+        check_url(settings.remote_executor, name("remote_executor"), EXECUTOR_SCHEMES)
+    if settings.remote_platform:
+        check_platform_properties(settings.remote_platform, name("remote_platform"))
+        if not settings.remote_executor:
+            raise ConfigError(
+                f"{name('remote_platform')} needs a remote executor: the properties select its workers",
+                hint="set --remote-executor grpc(s)://HOST[:PORT] (ISTIOBUILD_REMOTE_EXECUTOR), or leave it out",
+            )
 
 
 def validate(settings: Settings, *, origin: Mapping[str, str] | None = None) -> None:

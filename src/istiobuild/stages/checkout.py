@@ -6,7 +6,9 @@ import dataclasses
 from pathlib import Path
 
 from istiobuild import sources
+from istiobuild.errors import StepFailed
 from istiobuild.executor import Executor
+from istiobuild.git import out
 from istiobuild.release import Component
 from istiobuild.secrets import redact_url
 from istiobuild.steps import Action, PlanInput, Stage, StageName, Step
@@ -48,6 +50,31 @@ class CheckoutPin(Action):
         ex.console.info(f"{self.component}: {result.action} at {result.commit[:12]} in {result.path}")
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CheckEpoch(Action):
+    """The release's SOURCE_DATE_EPOCH is the pinned istio commit's committer time: every timestamp the build
+    controls (image created, layer mtimes, history, SBOM, archives) derives from the sources, not the clock."""
+
+    path: Path
+    commit: str
+    epoch: int
+
+    def render(self) -> str:
+        return (
+            f"SOURCE_DATE_EPOCH={self.epoch}: the committer time of istio {self.commit[:12]} in {self.path} "
+            "must be exactly that"
+        )
+
+    def perform(self, ex: Executor) -> None:
+        found = out(self.path, "show", "-s", "--format=%ct", self.commit, "--", what="read the istio commit's time")
+        if found != str(self.epoch):
+            raise StepFailed(
+                f"the release says SOURCE_DATE_EPOCH={self.epoch}, the istio commit {self.commit[:12]} was "
+                f"committed at {found}",
+                hint=f"fix source_date_epoch of release {ex.release.version} in its releases/*.toml",
+            )
+
+
 def plan(p: PlanInput) -> Stage:
     steps: list[Step] = []
     example = any(s.via == "example" for s in p.sources.values())
@@ -65,6 +92,8 @@ def plan(p: PlanInput) -> Stage:
                 path=src.path,
             )
         )
+    istio = p.sources[Component.ISTIO]
+    steps.append(CheckEpoch(path=istio.path, commit=istio.pin.commit, epoch=p.release.source_date_epoch))
     paths = tuple(p.checkout(c) for c in Component)
     return Stage(
         name=StageName.CHECKOUT,

@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
-from istiobuild import baseimages, container, dockerapi
+from istiobuild import baseimages, container, dockerapi, normalize
 from istiobuild.arch import Arch
 from istiobuild.errors import StepFailed
 from istiobuild.executor import Executor
@@ -56,24 +56,43 @@ class EnsureBaseImages(Action):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FinalizeImages(Action):
+    """Reproducible images (normalize.py): the same sources and base images give the same image IDs."""
+
     images: tuple[str, ...]
     labels: Mapping[str, str]
     arch: Arch
+    epoch: int
+    bases: tuple[str, ...]  # external base images: their layers are kept byte for byte
+    replace: Mapping[str, str]  # the workdir's build tag -> the final tag, in history text
     scratch: Path
 
     def render(self) -> str:
         return (
-            f"set the config of {', '.join(self.images)}: platform {self.arch.oci_platform} (the classic builder "
-            f"records the host's) and the OCI labels {', '.join(f'{k}={v}' for k, v in sorted(self.labels.items()))}"
+            f"rewrite {', '.join(self.images)} reproducibly: platform {self.arch.oci_platform} (the classic builder "
+            f"records the host's); every layer the build made with file mtimes clamped to SOURCE_DATE_EPOCH="
+            f"{self.epoch}, no user/group names, no atime/ctime (the layers of {', '.join(self.bases) or 'no base'} "
+            f"kept as they are); the config's times and history at {normalize.iso(self.epoch)}, no build container, "
+            f"host or daemon details, {', '.join(f'{k} -> {v}' for k, v in self.replace.items())} in history; "
+            f"the OCI labels {', '.join(f'{k}={v}' for k, v in sorted(self.labels.items()))}"
         )
 
     def perform(self, ex: Executor) -> None:
         cli = ex.docker()
+        keep = normalize.layer_ids(cli, self.bases)
         for image in self.images:
             if not dockerapi.has_image(cli, image):
                 raise StepFailed(f"istio's make docker finished but {image} does not exist", log=ex.log)
-            dockerapi.finalize(cli, image, self.labels, self.arch, self.scratch)
-        ex.console.info(f"images: {', '.join(self.images)}")
+            image_id = normalize.normalize(
+                cli,
+                image,
+                arch=self.arch,
+                epoch=self.epoch,
+                labels=self.labels,
+                keep=keep,
+                replace=self.replace,
+                scratch=self.scratch,
+            )
+            ex.console.info(f"{image}: {image_id}")
 
 
 def build_tag(p: PlanInput) -> str:
@@ -89,15 +108,17 @@ def names(p: PlanInput, tag: str) -> tuple[str, ...]:
 
 
 def labels(p: PlanInput) -> dict[str, str]:
-    """OCI labels naming the sources (URLs without credentials) and commits."""
+    """OCI labels naming the sources and commits: the release's repositories, not the mirror or path this build
+    fetched from (labels are part of the image: they must not depend on the machine), and the sources' time."""
     return {
-        "org.opencontainers.image.source": redact_url(p.sources[Component.ISTIO].url),
+        "org.opencontainers.image.created": normalize.iso(p.release.source_date_epoch),
+        "org.opencontainers.image.source": redact_url(p.release.urls[Component.ISTIO]),
         "org.opencontainers.image.revision": p.release.pins[Component.ISTIO].commit,
         "org.opencontainers.image.version": p.release.version,
         "io.istiobuild.release": p.release.version,
         "io.istiobuild.arch": p.arch.value,
         "io.istiobuild.toolchain": p.toolchain.name,
-        **{f"io.istiobuild.{c.value}.source": redact_url(p.sources[c].url) for c in Component},
+        **{f"io.istiobuild.{c.value}.source": redact_url(p.release.urls[c]) for c in Component},
         **{f"io.istiobuild.{c.value}.revision": p.release.pins[c].commit for c in Component},
     }
 
@@ -112,6 +133,7 @@ def plan(p: PlanInput) -> Stage:
     # forcing it breaks multi-stage builds on dockerd 20.10
     env = {**environment(p), "DOCKER_BUILDKIT": "0", "TAG": tag, "BASE_VERSION": tag}
     built = names(p, tag)
+    bases = baseimages.bases_for(p.release, p.arch, base_map)
     make_docker = [
         "make",
         "docker",
@@ -125,7 +147,7 @@ def plan(p: PlanInput) -> Stage:
         summary="build istio's images with istio's own make targets",
         steps=(
             EnsureBaseImages(
-                bases=baseimages.bases_for(p.release, p.arch, base_map),
+                bases=bases,
                 arch=p.arch,
                 debs=p.layout.debs,
                 rootfs=p.layout.rootfs,
@@ -141,7 +163,15 @@ def plan(p: PlanInput) -> Stage:
             container.images_command(
                 p, make_docker, istio_dir, env, f"images; skipped for {p.arch}: {', '.join(skipped) or 'none'}"
             ),
-            FinalizeImages(images=built, labels=labels(p), arch=p.arch, scratch=p.layout.scratch),
+            FinalizeImages(
+                images=built,
+                labels=labels(p),
+                arch=p.arch,
+                epoch=p.release.source_date_epoch,
+                bases=tuple(sorted({b.use for b in bases})),
+                replace={tag: p.arch_tag},
+                scratch=p.layout.scratch,
+            ),
         ),
         reads=(istio_dir,),
         consumes=(p.layout.artifacts / "envoy", p.layout.record("istio")),

@@ -207,6 +207,7 @@ def environment(p: PlanInput) -> dict[str, str]:
         **OFFLINE,
         "BUILDINFO": str(p.layout.buildinfo),
         "VERSION": meta.version,
+        "SOURCE_DATE_EPOCH": str(p.release.source_date_epoch),
         **go_environment(p),
     }
     local_envoy = str(p.layout.artifacts / "envoy")

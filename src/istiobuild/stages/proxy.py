@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
 
-from istiobuild import container, fsutil, procs, secrets
+from istiobuild import container, fsutil, procs, remotecache, secrets
 from istiobuild.arch import Arch
 from istiobuild.downloads import sha256_file
 from istiobuild.elf import is_elf
@@ -75,7 +76,7 @@ class CrossLinks(Action):
             target = which(name)
             if target is None:
                 raise ToolError(f"{name} is not installed", hint="`invoke doctor` lists the tools the build needs")
-            tmp = self.bindir / f".{link}.tmp"
+            tmp = self.bindir / f".{link}.{os.getpid()}.tmp"  # the cache is shared: builds link at once
             tmp.unlink(missing_ok=True)
             tmp.symlink_to(target)
             tmp.replace(self.bindir / link)
@@ -143,19 +144,22 @@ class BazelFiles(Action):
     root: Path
     rc: Path | None
     home: Path
+    shown: tuple[str, ...] = ()  # the rc file's flags, secrets as ***
 
     def render(self) -> str:
         text = f"write {self.logging} (the bazel server logs no command lines, so no secret reaches java.log)"
         if self.rc is not None:
-            text += f"; write {self.rc} (0600: the remote cache URL/header, secrets; removed after the stage)"
+            text += f"; write {self.rc} (0600, removed after the stage: {' '.join(self.shown)})"
         return text + f"; create the build's private HOME {self.home}"
 
     def perform(self, ex: Executor) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         fsutil.write_atomic(self.logging, LOGGING.format(root=self.root))
         if self.rc is not None:
+            remotecache.register_secrets(ex.settings)
+            flags = remotecache.secret_flags(ex.settings)
             # bazel splits rc lines like a shell: quote each flag so a value with spaces stays one flag
-            secrets.write_secret_file(self.rc, "".join(f"build {shlex.quote(f)}\n" for f in secret_flags(ex)))
+            secrets.write_secret_file(self.rc, "".join(f"build {shlex.quote(f)}\n" for f in flags))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -212,28 +216,6 @@ class CollectEnvoy(Action):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ReportRemoteCache(Action):
-    """bazel builds on without a remote cache it cannot use (down, refusing the header or the
-    credentials) and only warns in its output: say so on screen, once."""
-
-    log: Path
-
-    def render(self) -> str:
-        return f"count bazel's remote cache warnings in {self.log} and report them"
-
-    def perform(self, ex: Executor) -> None:
-        count = 0
-        with self.log.open("rb") as fh:
-            for line in fh:
-                count += b"WARNING: Reading from Remote Cache" in line or b"WARNING: Writing to Remote Cache" in line
-        if count:
-            ex.console.info(
-                f"warning: bazel could not use the remote cache ({count} warnings: refused, unreachable or failing); "
-                f"it built without it. Details in {self.log}"
-            )
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
 class StopBazel(Action):
     root: Path
 
@@ -244,20 +226,6 @@ class StopBazel(Action):
         procs.stop_bazel_servers(self.root)
 
 
-def secret_flags(ex: Executor) -> list[str]:
-    """The bazel flags that carry secrets: a cache URL with credentials, the remote header."""
-    flags = []
-    if ex.settings.remote_cache and secrets.split_credentials(ex.settings.remote_cache)[1]:
-        flags.append(f"--remote_cache={ex.settings.remote_cache}")
-    if ex.settings.remote_header:
-        flags.append(f"--remote_header={ex.settings.remote_header}")
-    return flags
-
-
-def _has_secrets(p: PlanInput) -> bool:
-    return bool(p.settings.remote_header or secrets.split_credentials(p.settings.remote_cache)[1])
-
-
 def _bazel_args(p: PlanInput, envoy_dir: Path) -> list[str]:
     args = [
         f"--override_repository=envoy={envoy_dir}",
@@ -266,15 +234,16 @@ def _bazel_args(p: PlanInput, envoy_dir: Path) -> list[str]:
         # strict action env: without these the wee8 genrule's `$${AR:-ar}` / `$${NM:-nm}` fall back to ar/nm
         "--action_env=AR",
         "--action_env=NM",
+        "--action_env=SOURCE_DATE_EPOCH",  # compilers' __DATE__/__TIME__ and anything else that honours it
         # the pinned revision and our series, never git's "Modified" for our own patches
         f"--workspace_status_command={p.layout.workspace_status}",
         f"--disk_cache={p.layout.bazel_disk}",
+        f"--repository_cache={p.layout.bazel_repo}",  # shared by every workdir, like the disk cache
         "--verbose_failures",
     ]
     if p.settings.jobs:
         args.append(f"--jobs={p.settings.jobs}")
-    if p.settings.remote_cache and not secrets.split_credentials(p.settings.remote_cache)[1]:
-        args.append(f"--remote_cache={p.settings.remote_cache}")
+    args += remotecache.public_flags(p.settings, p.settings.bazel_version or p.release.bazel_version)
     if p.toolchain.family is Family.GCC:
         args.append("--action_env=BAZEL_COMPILER")
     if p.arch != p.host and p.toolchain.family is Family.CLANG:
@@ -284,7 +253,7 @@ def _bazel_args(p: PlanInput, envoy_dir: Path) -> list[str]:
 
 
 def _startup_args(p: PlanInput) -> str:
-    rc = p.layout.bazel_rc if _has_secrets(p) else Path("/dev/null")
+    rc = p.layout.bazel_rc if remotecache.has_secrets(p.settings) else Path("/dev/null")
     return " ".join(
         (
             f"--output_user_root={p.layout.bazel_root}",
@@ -328,7 +297,18 @@ def environment(p: PlanInput) -> tuple[dict[str, str], list[Step], list[str]]:
     env.update(p.layout.home_env)
     env["BAZELISK_HOME"] = str(p.layout.bazelisk_home)
     env["USE_BAZEL_VERSION"] = p.settings.bazel_version or p.release.bazel_version
+    env["SOURCE_DATE_EPOCH"] = str(p.release.source_date_epoch)
     return env, steps, configs
+
+
+def _bazel_files(p: PlanInput, rc: Path | None) -> BazelFiles:
+    return BazelFiles(
+        logging=p.layout.bazel_logging,
+        root=p.layout.bazel_root,
+        rc=rc,
+        home=p.layout.home,
+        shown=remotecache.shown_secret_flags(p.settings),
+    )
 
 
 def plan(p: PlanInput) -> Stage:
@@ -346,12 +326,12 @@ def plan(p: PlanInput) -> Stage:
         path,
     ]
     built, dest = proxy_dir / p.release.envoy_output, p.layout.artifacts / "envoy"
-    rc = p.layout.bazel_rc if _has_secrets(p) else None
+    rc = p.layout.bazel_rc if remotecache.has_secrets(p.settings) else None
     meta, patches = record.metadata(p), p.layout.record("patches")
     report = container.command(p, ["sh", "-c", REPORT], proxy_dir, env, "the tools the build uses")
     steps: list[Step] = [
         *links,
-        BazelFiles(logging=p.layout.bazel_logging, root=p.layout.bazel_root, rc=rc, home=p.layout.home),
+        _bazel_files(p, rc),
         WriteWorkspaceStatus(
             path=p.layout.workspace_status,
             revision=meta.proxy_revision,
@@ -359,6 +339,7 @@ def plan(p: PlanInput) -> Stage:
             patches_record=patches,
         ),
         ReportToolchain(command=report, record=p.layout.record("proxy-toolchain")),
+        *remotecache.before_build(p.settings),
         container.command(p, argv, proxy_dir, env, "bazel build; wee8 via gn/ninja from GN/NINJA"),
         CollectEnvoy(
             built=built,
@@ -370,13 +351,13 @@ def plan(p: PlanInput) -> Stage:
             patches_record=patches,
         ),
     ]
-    if p.settings.remote_cache:
-        steps.append(ReportRemoteCache(log=p.layout.log("proxy")))
+    steps += remotecache.after_build(p.settings, p.layout.log("proxy"))
     if p.ci:
         steps.append(StopBazel(root=p.layout.bazel_root))
     notes = [f"wee8 {p.release.wee8} is built by a genrule running gn and ninja"] if p.release.wee8 else []
     if rc is not None:
         notes.append(f"the remote cache secrets are read from {rc} (0600), never from argv or the environment")
+    notes += remotecache.notes(p.settings, p.layout.toolchain_bin)
     return Stage(
         name=StageName.PROXY,
         summary=f"build envoy ({p.release.envoy_target}) with bazel through the proxy's make build_envoy",

@@ -71,12 +71,16 @@ def _push_error(image: str, reason: str) -> str:
     return f"pushing {image} failed: {reason.splitlines()[0][:200]}"
 
 
-def manifest(target: str, sources: Iterable[str], *, insecure: bool, log: Path) -> None:
-    """Join per-arch images (already in the registry) into one multi-arch tag and push it."""
+def manifest(target: str, sources: Iterable[str], *, insecure: bool, log: Path) -> str:
+    """Join per-arch images (already in the registry) into one multi-arch tag and push it; its digest."""
     flag = ["--insecure"] if insecure else []
     run(["docker", "manifest", "rm", target], log=log, check=False)
     run(["docker", "manifest", "create", *flag, target, *sources], log=log, what=f"docker manifest create {target}")
-    run(["docker", "manifest", "push", *flag, "--purge", target], log=log, what=f"docker manifest push {target}")
+    pushed = run(
+        ["docker", "manifest", "push", *flag, "--purge", target],
+        log=log, capture=True, what=f"docker manifest push {target}",
+    )  # fmt: skip
+    return next((w for w in pushed.stdout.split() if w.startswith("sha256:")), "")
 
 
 def plan(p: PlanInput) -> Stage:

@@ -100,8 +100,67 @@ class WriteRecord(Action):
         for key, path in self.parts:
             record[key.replace("-", "_")] = json.loads(path.read_text()) if path.is_file() else None
         record["images"] = list(self.images)
+        if self.images:
+            from istiobuild import dockerapi
+
+            cli = ex.docker()
+            record["image_ids"] = {name: dockerapi.image_id(cli, name) for name in self.images}
         fsutil.write_json(self.path, record)
         ex.console.info(f"build record: {self.path}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WriteProvenance(Action):
+    """An in-toto statement with SLSA provenance (attest.py), signed into a DSSE envelope with the user's key,
+    attached next to every pushed image the way `cosign attest` does."""
+
+    path: Path
+    envelope: Path
+    signing_key: Path | None
+    external: Mapping[str, str]
+    internal: Mapping[str, str]
+    images: tuple[str, ...]
+    pushed: Path | None  # the publish stage's record: the pushed digests
+    builder: str  # --in-container's image ("" = none)
+
+    def render(self) -> str:
+        text = f"write the provenance of this build to {self.path} (in-toto Statement v1, SLSA Provenance v1)"
+        if self.signing_key is None:
+            return text + "; unsigned (no signing_key)"
+        text += f"; sign it with {self.signing_key} into {self.envelope} (DSSE, ed25519)"
+        if self.pushed is not None:
+            text += "; attach the envelope to every pushed image as <repo>:sha256-<digest>.att (cosign's convention)"
+        return text
+
+    def perform(self, ex: Executor) -> None:
+        from istiobuild import attest, dockerapi, signing
+
+        cli = ex.docker() if self.images or self.builder else None
+        image_ids = {name: dockerapi.image_id(cli, name) for name in self.images}
+        pushed = (fsutil.read_json_object(self.pushed) or {}) if self.pushed else {}
+        builder = (self.builder, dockerapi.image_id(cli, self.builder)) if self.builder else None
+        statement = attest.statement(
+            release=ex.release,
+            layout=ex.layout,
+            external=self.external,
+            internal=self.internal,
+            image_ids=image_ids,
+            pushed=pushed,
+            builder=builder,
+        )
+        fsutil.write_json(self.path, statement)
+        if self.signing_key is None:
+            self.envelope.unlink(missing_ok=True)
+            ex.console.info(f"provenance: {self.path} (unsigned: no signing key given)")
+            return
+        envelope = signing.sign(statement, self.signing_key)
+        fsutil.write_json(self.envelope, envelope)
+        ex.console.info(f"provenance: {self.envelope} (signed)")
+        for name, digest in sorted(pushed.items()):
+            ref = signing.attach(
+                envelope, name.rpartition(":")[0], digest, insecure=False, scratch=ex.layout.scratch, log=ex.log
+            )
+            ex.console.info(f"attached the provenance of {name}: {ref}")
 
 
 def plan(p: PlanInput, images: tuple[str, ...]) -> Stage:
@@ -123,10 +182,31 @@ def plan(p: PlanInput, images: tuple[str, ...]) -> Stage:
         ("host", p.host.value),
         ("page_size", p.page_size),
         ("toolchain_profile", p.toolchain.name),
+        ("hub", p.settings.hub),
+        ("tag", p.settings.tag or p.release.version),
+        ("source_date_epoch", str(p.release.source_date_epoch)),
+    )
+    key = Path(p.settings.signing_key) if p.settings.signing_key else None
+    prov = WriteProvenance(
+        path=p.layout.out_dir / "provenance.json",
+        envelope=p.layout.out_dir / "provenance.dsse.json",
+        signing_key=key,
+        external={
+            "release": p.release.version,
+            "arch": p.arch.value,
+            "toolchain": p.toolchain.name,
+            "pageSize": p.page_size,
+            "hub": p.settings.hub,
+            "tag": p.tag,
+        },
+        internal={"mode": p.mode.value, "host": p.host.value, "sourceDateEpoch": str(p.release.source_date_epoch)},
+        images=images,
+        pushed=p.layout.record("pushed") if p.settings.push else None,
+        builder=p.settings.builder if p.settings.in_container else "",
     )
     return Stage(
         name=StageName.RECORD,
-        summary="record what was built: pins, patches with sha256, toolchain, artifacts and their versions, images",
+        summary="record what was built (pins, patches, toolchain, artifacts, images) and its signed provenance",
         steps=(
             WriteRecord(
                 path=path,
@@ -135,9 +215,10 @@ def plan(p: PlanInput, images: tuple[str, ...]) -> Stage:
                 images=images,
                 metadata=metadata(p),
             ),
+            prov,
         ),
-        consumes=tuple(p.layout.record(k) for k in keys),
-        produces=(path,),
+        consumes=tuple(p.layout.record(k) for k in keys) + ((key,) if key else ()),
+        produces=(path, prov.path) + ((prov.envelope,) if key else ()),
     )
 
 

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
-import tarfile
-from collections.abc import Iterable, Mapping
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from istiobuild import dockerapi, fsutil
+from istiobuild import dockerapi, fsutil, imagefs, sbom
 from istiobuild.arch import Arch
-from istiobuild.elf import MACHINE_NAMES, MAGIC
+from istiobuild.elf import MACHINE_NAMES
 from istiobuild.errors import StepFailed
 from istiobuild.executor import Executor
 from istiobuild.release import Component
+from istiobuild.secrets import redact_url
 from istiobuild.stages import record
 from istiobuild.stages.images import labels, names
 from istiobuild.steps import Action, PlanInput, Stage, StageName
@@ -62,50 +62,6 @@ def expected(p: PlanInput) -> Expected:
     )
 
 
-def scan_elves(stream: Iterable[bytes], arch: Arch) -> tuple[int, list[tuple[str, str]], set[str]]:
-    """Read an exported filesystem tar once; returns (ELF files seen, [(path, machine)] of the wrong
-    ones, every regular file's path)."""
-    reader = _StreamReader(stream)
-    count, wrong, files = 0, [], set()
-    with tarfile.open(fileobj=reader, mode="r|") as tar:
-        for member in tar:
-            if member.isfile():
-                files.add("/" + member.name.lstrip("./"))
-            if not member.isfile() or member.size < 20:
-                continue
-            fh = tar.extractfile(member)
-            if fh is None:
-                continue
-            head = fh.read(20)
-            if head[:4] != MAGIC:
-                continue
-            count += 1
-            machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
-            if machine != arch.elf_machine:
-                wrong.append(("/" + member.name.lstrip("./"), MACHINE_NAMES.get(machine, f"machine {machine}")))
-    return count, wrong, files
-
-
-class _StreamReader(io.RawIOBase):
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._chunks = iter(chunks)
-        self._buffer = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target: Any) -> int:
-        while not self._buffer:
-            try:
-                self._buffer = next(self._chunks)
-            except StopIteration:
-                return 0
-        n = min(len(target), len(self._buffer))
-        target[:n] = self._buffer[:n]
-        self._buffer = self._buffer[n:]
-        return n
-
-
 def verify_image(
     cli: Any,
     image: str,
@@ -114,6 +70,8 @@ def verify_image(
     labels: Mapping[str, str] | None,
     envoy: str = "/usr/local/bin/envoy",
     expect: Expected | None = None,
+    scan: imagefs.ImageScan | None = None,
+    scratch: Path | None = None,
 ) -> list[Finding]:
     """Platform, the arch of every ELF in the filesystem, the versions envoy, istio's binaries and the image
     config report (compared with `expect` when given), labels."""
@@ -126,12 +84,12 @@ def verify_image(
         return [Finding(image=image, ok=False, what="image not found")]
     platform = f"{attrs.get('Os')}/{attrs.get('Architecture')}"
     findings.append(Finding(image=image, ok=platform == arch.oci_platform, what=f"platform {platform}"))
-    container = cli.containers.create(image, entrypoint=["/nonexistent"], platform=arch.oci_platform)
-    try:
-        count, wrong, files = scan_elves(container.export(), arch)
-    finally:
-        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):  # already being removed
-            container.remove(force=True)
+    if scan is None:
+        scan = imagefs.scan_image(cli, image, scratch or Path(tempfile.gettempdir()), platform=arch.oci_platform)
+    elves = [f for f in scan.files if f.elf_machine is not None]
+    wrong = [(f.path, MACHINE_NAMES.get(f.elf_machine or 0, f"machine {f.elf_machine}")) for f in elves
+             if f.elf_machine != arch.elf_machine]  # fmt: skip
+    count, files = len(elves), {f.path for f in scan.files}
     for path, machine in wrong:
         findings.append(Finding(image=image, ok=False, what=f"{path} is a {machine} binary, not {arch}"))
     findings.append(Finding(image=image, ok=not wrong, what=f"{count} ELF files, {count - len(wrong)} for {arch}"))
@@ -159,13 +117,15 @@ def _run(cli: Any, image: str, arch: Arch, path: str, args: tuple[str, ...]) -> 
     """Run one file of the image with `args` (under qemu for a foreign arch): (output, exit status)."""
     import docker
 
+    container = cli.containers.create(image, entrypoint=[path], command=list(args), platform=arch.oci_platform)
     try:
-        out = cli.containers.run(
-            image, entrypoint=[path], command=list(args), remove=True, platform=arch.oci_platform, stderr=True
-        )
-    except docker.errors.ContainerError as exc:
-        return "", exc.exit_status
-    return out.decode(errors="replace").strip(), 0
+        container.start()
+        status = int(container.wait().get("StatusCode", 1))
+        out = container.logs(stdout=True, stderr=True) if status == 0 else b""
+    finally:
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):  # already being removed
+            container.remove(force=True)
+    return out.decode(errors="replace").strip(), status
 
 
 def _compare(reported: Mapping[str, str], wanted: Mapping[str, str] | None, expect: Expected | None) -> list[str]:
@@ -214,11 +174,17 @@ def _config_versions(image: str, attrs: Mapping[str, Any], expect: Expected | No
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class VerifyImages(Action):
     images: tuple[str, ...]
+    finals: tuple[str, ...]  # the names the SBOMs give the images (not the workdir's build names)
     arch: Arch
     labels: Mapping[str, str]
     record: Path
     expect: Expected
     patches_record: Path
+    sbom_dir: Path
+    sources: tuple[sbom.SourceRef, ...]
+    base_images: Path  # the images stage's record: the base image of docker.base
+    epoch: int
+    scratch: Path
 
     def render(self) -> str:
         wanted = ", ".join(f"{k} {v}" for k, v in {**self.expect.istio, **self.expect.env}.items())
@@ -226,15 +192,19 @@ class VerifyImages(Action):
         return (
             f"check {', '.join(self.images)}: platform {self.arch.oci_platform}, every ELF file for {self.arch}, "
             f"envoy --version where present ({envoy}), {', '.join(VERSION_PROBES)} `version` where present and the "
-            f"image config ({wanted}), the OCI labels; findings in {self.record}"
+            f"image config ({wanted}), the OCI labels; findings in {self.record}; from the same read of every file, "
+            f"a CycloneDX SBOM per image in {self.sbom_dir}"
         )
 
     def perform(self, ex: Executor) -> None:
         findings = []
         modified_ok = record.modified(self.patches_record, list(Component))
         expect = dataclasses.replace(self.expect, modified_ok=modified_ok)
-        for image in self.images:
-            findings += verify_image(ex.docker(), image, self.arch, labels=self.labels, expect=expect)
+        cli = ex.docker()
+        for image, final in zip(self.images, self.finals, strict=True):
+            scan = imagefs.scan_image(cli, image, self.scratch, platform=self.arch.oci_platform)
+            findings += verify_image(cli, image, self.arch, labels=self.labels, expect=expect, scan=scan)
+            self._sbom(cli, image, final, scan)
         fsutil.write_json(self.record, [dataclasses.asdict(f) for f in findings])
         for finding in findings:
             if finding.ok:
@@ -245,6 +215,36 @@ class VerifyImages(Action):
                 f"{bad[0].image}: {bad[0].what}" + (f" (and {len(bad) - 1} more problems)" if len(bad) > 1 else ""),
                 hint=f"every finding is in {self.record}",
             )
+
+    def _sbom(self, cli: Any, image: str, final: str, scan: imagefs.ImageScan) -> None:
+        from istiobuild.attest import version
+
+        doc = sbom.build(
+            image=final,
+            image_id=dockerapi.image_id(cli, image),
+            platform=self.arch.oci_platform,
+            scan=scan,
+            sources=self.sources,
+            base=_base(self.base_images),
+            epoch=self.epoch,
+            tool_version=version(),
+        )
+        sbom.write(self.sbom_dir / sbom_name(final), doc)
+
+
+def sbom_name(image: str) -> str:
+    """proxyv2.cdx.json for <hub>/proxyv2:<tag>."""
+    return image.rpartition("/")[2].partition(":")[0] + ".cdx.json"
+
+
+def _base(record_path: Path) -> tuple[str, str] | None:
+    """The base image of istio's docker.base (every image's base) by repo digest, else its ID."""
+    data = fsutil.read_json_object(record_path) or {}
+    for entry in data.get("images", []):
+        if "docker.base" in entry.get("targets", []):
+            digests = [d.rpartition("@")[2] for d in entry.get("repo_digests") or []]
+            return str(entry["image"]), (digests or [str(entry["id"])])[0]
+    return None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -271,14 +271,23 @@ def plan(p: PlanInput) -> Stage:
         steps=(
             VerifyImages(
                 images=built,
+                finals=final,
                 arch=p.arch,
                 labels=labels(p),
                 record=p.layout.record("verify"),
                 expect=expected(p),
                 patches_record=p.layout.record("patches"),
+                sbom_dir=p.layout.out_dir / "sbom",
+                sources=tuple(
+                    sbom.SourceRef(name=c.value, url=redact_url(p.release.urls[c]), commit=pin.commit, tag=pin.tag)
+                    for c, pin in p.release.pins.items()
+                ),
+                base_images=p.layout.record("base-images"),
+                epoch=p.release.source_date_epoch,
+                scratch=p.layout.scratch,
             ),
             TagImages(pairs=tuple(zip(built, final, strict=True))),
         ),
-        produces=(p.layout.record("verify"),),
+        produces=(p.layout.record("verify"), *(p.layout.out_dir / "sbom" / sbom_name(n) for n in final)),
         images=final,
     )
