@@ -153,7 +153,8 @@ def test_verification_fails_with_a_modified_signature(keys: dict[str, Path], sig
     [
         ({"payloadType": "application/vnd.dsse+json"}, "wrong payloadType 'application/vnd.dsse\\+json'"),
         ({"payloadType": "text/plain"}, "wrong payloadType"),
-        ({"signatures": []}, "not a DSSE envelope: signatures must be a non-empty list"),
+        ({"signatures": []}, "the envelope is unsigned: nothing to check with"),
+        ({"signatures": {}}, "not a DSSE envelope: signatures must be a list"),
         ({"signatures": "abc"}, "not a DSSE envelope"),
         ({"signatures": [{"keyid": "x"}]}, "each signature must have a sig"),
         ({"signatures": [{"sig": "%%%", "keyid": "x"}]}, "not a DSSE envelope"),
@@ -387,3 +388,11 @@ def test_credentials_come_from_the_docker_config(
         assert "s3cret" not in (tmp_path / "log").read_text()
     finally:
         stop(proc)
+
+
+def test_an_unsigned_envelope_is_readable_but_never_verifies(keys: dict[str, Path]) -> None:
+    doc = statement()
+    envelope = signing.unsigned(doc)
+    assert envelope["signatures"] == [] and provenance.decode_envelope(envelope) == doc
+    with pytest.raises(VerificationError, match="unsigned"):
+        signing.verify(envelope, keys["pub"])

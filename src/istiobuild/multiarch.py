@@ -18,8 +18,8 @@ from istiobuild.errors import SourceError, UsageError
 from istiobuild.run import run
 
 UNVERIFIED_HINT = (
-    "build and push it with `invoke build --push --signing-key KEY` (the provenance is attached next to the image), "
-    "or join it anyway with --allow-unverified"
+    "build and push it with `invoke build --push` (the provenance is attached next to the image; --signing-key signs "
+    "it, which --key checks), or join it anyway with --allow-unverified"
 )
 
 
@@ -63,7 +63,10 @@ def check(
             continue
         reason = _problem(statement, digest, arch)
         if not reason:
-            signer = f"signed by key {signing.key_id(key)[:16]}" if key else "signature not checked (no --key)"
+            signed = "signed" if envelope.get("signatures") else "unsigned"
+            signer = (
+                f"signed by key {signing.key_id(key)[:16]}" if key else f"{signed}, signature not checked (no --key)"
+            )
             return Part(reference=reference, arch=arch, digest=digest, verified=signer)
         reasons.append(reason)
     why = "; ".join(reasons) if reasons else "no provenance is attached to it"

@@ -146,8 +146,16 @@ def sign(
     return envelope.to_dict()
 
 
-def _shape_problem(data: Any) -> str | None:
-    """Why `data` is not a DSSE JSON envelope, or None."""
+def unsigned(statement: Mapping[str, Any]) -> dict[str, Any]:
+    """A DSSE envelope of the (valid) statement without a signature: what a build without a signing key attaches
+    next to its images (a claim, like a label; `verify` refuses it, `invoke manifest --key` too)."""
+    provenance.validate(statement)
+    payload = base64.b64encode(provenance.dumps(statement)).decode()
+    return {"payload": payload, "payloadType": PAYLOAD_TYPE, "signatures": []}
+
+
+def _shape_problem(data: Any, *, signed: bool = True) -> str | None:
+    """Why `data` is not a DSSE JSON envelope (with a signature unless `signed` is False), or None."""
     if not isinstance(data, Mapping):
         return f"a JSON object is expected, not {type(data).__name__}"
     missing = [k for k in ("payload", "payloadType", "signatures") if k not in data]
@@ -157,8 +165,8 @@ def _shape_problem(data: Any) -> str | None:
     if not (isinstance(data["payload"], str) and isinstance(data["payloadType"], str)):
         return "payload and payloadType must be strings"
     sigs = data["signatures"]
-    if not isinstance(sigs, list) or not sigs:
-        return "signatures must be a non-empty list"
+    if not isinstance(sigs, list) or (signed and not sigs):
+        return "signatures must be a non-empty list" if isinstance(sigs, list) else "signatures must be a list"
     good = (
         isinstance(x, Mapping) and isinstance(x.get("sig"), str) and isinstance(x.get("keyid", ""), str) for x in sigs
     )
@@ -184,6 +192,8 @@ def verify(envelope: Mapping[str, Any], public_key: Path) -> dict[str, Any]:
 
     A signature without a keyid (as cosign writes them) is checked against the key too.
     """
+    if isinstance(envelope, Mapping) and envelope.get("signatures") == []:
+        raise VerificationError(f"the envelope is unsigned: nothing to check with {public_key}")
     env = _envelope(envelope)
     key = _public_key(public_key)
     if key.keyid in env.signatures:
@@ -307,7 +317,13 @@ def _workspace(scratch: Path) -> Path:
 
 
 def _envelope_bytes(envelope: Mapping[str, Any]) -> bytes:
-    _envelope(envelope)
+    problem = _shape_problem(envelope, signed=False)
+    if problem:
+        raise VerificationError(f"not a DSSE envelope: {problem}")
+    if envelope["payloadType"] != PAYLOAD_TYPE:
+        raise VerificationError(
+            f"wrong payloadType {envelope['payloadType']!r}: an in-toto statement is {PAYLOAD_TYPE!r}"
+        )
     return json.dumps(envelope, sort_keys=True, separators=(",", ":")).encode()
 
 

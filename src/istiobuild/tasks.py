@@ -142,9 +142,7 @@ def define(name: str, doc: str, names: Sequence[str], body: Callable[[dict[str, 
             raise Exit(code=1)
 
     params = [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    params += [
-        inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=OPTIONS[n].default) for n in names
-    ]
+    params += [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=OPTIONS[n].default) for n in names]
     task_fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     task_fn.__doc__ = doc
     functools.update_wrapper(task_fn, body, assigned=("__module__",), updated=())
@@ -248,7 +246,9 @@ def _rebuild(v: dict[str, Any]) -> bool:
     from istiobuild.errors import UsageError
 
     if not v["record"]:
-        raise UsageError("rebuild needs --record", hint="the build-record.json (or provenance) of the build to reproduce")
+        raise UsageError(
+            "rebuild needs --record", hint="the build-record.json (or provenance) of the build to reproduce"
+        )
     overrides = {k: v[k] for k in ("toolchain", "page_size", "mirror")}
     return commands.rebuild(given(v, "record"), given(v, "workdir"), overrides)
 

@@ -126,8 +126,9 @@ class WriteProvenance(Action):
     def render(self) -> str:
         text = f"write the provenance of this build to {self.path} (in-toto Statement v1, SLSA Provenance v1)"
         if self.signing_key is None:
-            return text + "; unsigned (no signing_key)"
-        text += f"; sign it with {self.signing_key} into {self.envelope} (DSSE, ed25519)"
+            text += "; unsigned (no signing_key)"
+        else:
+            text += f"; sign it with {self.signing_key} into {self.envelope} (DSSE, ed25519)"
         if self.pushed is not None:
             text += "; attach the envelope to every pushed image as <repo>:sha256-<digest>.att (cosign's convention)"
         return text
@@ -151,11 +152,12 @@ class WriteProvenance(Action):
         fsutil.write_json(self.path, statement)
         if self.signing_key is None:
             self.envelope.unlink(missing_ok=True)
+            envelope = signing.unsigned(statement)
             ex.console.info(f"provenance: {self.path} (unsigned: no signing key given)")
-            return
-        envelope = signing.sign(statement, self.signing_key)
-        fsutil.write_json(self.envelope, envelope)
-        ex.console.info(f"provenance: {self.envelope} (signed)")
+        else:
+            envelope = signing.sign(statement, self.signing_key)
+            fsutil.write_json(self.envelope, envelope)
+            ex.console.info(f"provenance: {self.envelope} (signed)")
         for name, digest in sorted(pushed.items()):
             ref = signing.attach(
                 envelope, name.rpartition(":")[0], digest, insecure=False, scratch=ex.layout.scratch, log=ex.log
