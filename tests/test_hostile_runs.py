@@ -879,7 +879,10 @@ def test_publish_without_push(mutable: Path, registry: str, request: pytest.Fixt
     request.addfinalizer(lambda: remove_tags(hub))
     stderr = build(mutable, "--hub", hub, "--push")
     assert "done publish" in stderr
-    assert catalog(registry)[1] == {f"hostile/{n}": ["example-amd64"] for n in ("kubectl", "pilot", "proxyv2")}
+    pushed = catalog(registry)[1]
+    assert set(pushed) == {f"hostile/{n}" for n in ("kubectl", "pilot", "proxyv2")}
+    for tags in pushed.values():  # each image and its (unsigned) provenance, attached cosign-style
+        assert tags[0] == "example-amd64" and len(tags) == 2 and re.fullmatch(r"sha256-[0-9a-f]{64}\.att", tags[1])
     proc = invoke("build", *common(mutable), "--hub", hub, "--from", "publish", env=env_of(mutable))
     line = one_error(proc)
     assert "publish" in line and "--push" in proc.stderr, proc.stderr

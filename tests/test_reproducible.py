@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import getpass
 import json
-import re
 import socket
 import subprocess
 import tarfile
@@ -53,19 +52,17 @@ def build(work: Path, cache: Path, arch: str, hub: str, key: Path) -> dict[str, 
     }
 
 
-def forget_images(hub: str, logs: Path | None = None) -> None:
-    """Remove every image and tag of this hub, the base images (the example's busybox ones too), and the classic
-    builder's cache of this build: the intermediate images its images log names (`---> <id>`), newest first.
-    Nothing of other builds on this daemon (no global prune: another build's intermediate image may be in use)."""
+def forget_images(hub: str) -> None:
+    """Remove every image and tag of this hub, the base images (the example's busybox ones too, imported again
+    with the same ID), every build tag of the example's istio/base, then the dangling images: the classic
+    builder's cache is its intermediate images, for every build on this daemon (so not while another test
+    session builds on it)."""
     names = docker("images", "--format", "{{.Repository}}:{{.Tag}}").split()
     ours = [n for n in names if n.startswith(hub + "/") or (n.startswith("istio/base:example-") and "-w" in n)]
-    ours += [n for n in names if n.startswith("istiobuild/example-base:")]  # imported again: the same ID
+    ours += [n for n in names if n.startswith("istiobuild/example-base:")]
     if ours:
         docker("rmi", "-f", *ours, check=False)
-    for log in sorted(logs.glob("*-images.log")) if logs else ():
-        steps = re.findall(r"^ ---> ([0-9a-f]{12})$", log.read_text(errors="replace"), flags=re.M)
-        for image in reversed(steps):
-            docker("rmi", image, check=False)  # not -f: an image another build tagged or builds on stays
+    docker("image", "prune", "-f", check=False)
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +81,10 @@ def twice(
     hub = f"127.0.0.1:{port}/repro{uuid.uuid4().hex[:8]}"
     runs: list[dict[str, Any]] = []
     registry = None
-    roots: list[Path] = []
     try:
         for name in ("first", "second"):
-            forget_images(hub, roots[-1] / "work" / "logs" if roots else None)
+            forget_images(hub)
             root = tmp_path_factory.mktemp(f"repro-{name}")
-            roots.append(root)
             _, registry = start_registry(root / "registry", port=port)
             runs.append({arch: build(root / "work", root / "cache", arch, hub, keys["key"]) for arch in ARCHES})
             if name == "first":
@@ -100,7 +95,7 @@ def twice(
         if registry is not None:
             registry.terminate()
             registry.wait(timeout=30)
-        forget_images(hub, roots[-1] / "work" / "logs" if roots else None)
+        forget_images(hub)
 
 
 Twice = tuple[dict[str, Any], dict[str, Any], str]
