@@ -463,3 +463,20 @@ def test_bad_input(tmp_path: Path) -> None:
 def test_missing_image(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="image istiobuild-compare-missing:nope does not exist"):
         compare_images(docker.from_env(), "istiobuild-compare-missing:nope", "x", tmp_path)
+
+
+def test_rebuild_reads_the_subjects_of_a_provenance() -> None:
+    """Files by sha256, images by their image ID; pushed manifest digests are left out (a rebuild stops at images)."""
+    from istiobuild import rebuild
+
+    sha = "ab" * 32
+    statement = [
+        {"name": "envoy", "digest": {"sha256": sha}},
+        {"name": "h/pilot:t-amd64", "digest": {"sha256": sha}, "annotations": {"digestOf": "imageID"}},
+        {"name": "h/proxyv2:t-amd64", "digest": {"sha256": sha}, "annotations": {"digestOf": "manifest"}},
+    ]
+    found = rebuild.subjects({"subjects": statement}, None)
+    assert [(s.name, s.kind, s.digest) for s in found] == [
+        ("envoy", "file", f"sha256:{sha}"),
+        ("h/pilot:t-amd64", "image", f"sha256:{sha}"),
+    ]

@@ -108,8 +108,8 @@ def _final_names(plan: BuildPlan) -> tuple[str, ...]:
 
 def subjects(record: Mapping[str, Any], original: BuildPlan | None) -> list[Subject]:
     """What the original build made: from a record (with paths), or a provenance's subjects (digests only)."""
-    if "subjects" in record:
-        return [_subject_of(s) for s in record["subjects"]]
+    if "subjects" in record:  # a pushed image's manifest digest cannot come from a rebuild that stops at images
+        return [_subject_of(s) for s in record["subjects"] if _digest_of(s) not in ("manifest", "index")]
     envoy = record.get("envoy") or {}
     found = [Subject(name="envoy", kind="file", digest=envoy.get("sha256", ""), path=_path(envoy.get("path")))]
     root = _go_root(original) if original else None
@@ -121,12 +121,15 @@ def subjects(record: Mapping[str, Any], original: BuildPlan | None) -> list[Subj
     return found
 
 
+def _digest_of(entry: Mapping[str, Any]) -> str:
+    """What an image subject's digest is (provenance.image_subject: imageID, manifest, index); "" for a file."""
+    return str((entry.get("annotations") or {}).get("digestOf", ""))
+
+
 def _subject_of(entry: Mapping[str, Any]) -> Subject:
-    annotations = entry.get("annotations") or {}
-    digest = entry.get("digest") or {}
-    if annotations.get("imageID"):
-        return Subject(name=entry["name"], kind="image", digest=str(annotations["imageID"]))
-    return Subject(name=entry["name"], kind="file", digest="sha256:" + str(digest.get("sha256", "")))
+    digest = "sha256:" + str((entry.get("digest") or {}).get("sha256", ""))
+    kind = "image" if _digest_of(entry) == "imageID" else "file"
+    return Subject(name=entry["name"], kind=kind, digest=digest, image=entry["name"] if kind == "image" else "")
 
 
 def _path(text: object) -> Path | None:
