@@ -20,6 +20,7 @@ APT_PACKAGES=(
   docker.io docker-registry
   groovy shellcheck  # CI pipeline tests: the Jenkinsfile's Groovy syntax; actionlint's check of run: scripts
   nginx-light skopeo openssl
+  go-bindata  # istio 1.5 and the example regenerate what istioctl embeds (make gen-charts)
 )
 
 SUDO=

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 
 HUB = f"127.0.0.1:5000/ci-output-{secrets.token_hex(4)}"  # the local registry; names no other build uses
-STAGES = ["checkout", "patch", "toolchain", "proxy", "istio", "images", "verify", "publish", "record"]
+STAGES = ["checkout", "patch", "toolchain", "proxy", "istio", "images", "verify", "release", "publish", "record"]
 IMAGES = ["pilot", "proxyv2", "kubectl"]
 
 

@@ -269,6 +269,7 @@ def test_file_modes_are_explicit(generated: dict[str, example.ExampleRepo], tmp_
         "envoy/third_party/wee8/third_party/depot_tools/ninja",
         "istio/bin/init.sh",
         "istio/common/scripts/gobuild.sh",
+        "istio/operator/scripts/run_update_charts.sh",
         "proxy/bazel/bazel_get_workspace_status",
     }
     assert set(modes.values()) == {"100644", "100755"}

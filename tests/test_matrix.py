@@ -36,7 +36,7 @@ def cache_key(*args: str, env: dict[str, str] | None = None, cwd: Path | None = 
 
 def test_matrix_is_every_real_release_for_both_arches_on_hosted_runners() -> None:
     rows = run_matrix()
-    real = [r for r in release.matrix().values() if r.line != "example"]
+    real = [r for r in release.matrix().values() if r.line != "example" and r.buildable]
     assert [(e["release"], e["arch"]) for e in rows] == [(r.version, a.value) for r in real for a in Arch]
     labels = {"aarch64": "ubuntu-24.04-arm", "x86_64": "ubuntu-24.04"}
     lines = {r.version: r.line for r in real}
@@ -80,7 +80,8 @@ def test_several_toolchains_get_their_own_tags_keys_and_manifests() -> None:
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (["--release", "1.6"], "neither a release nor a release line"),
+        (["--release", "1.99"], "neither a release nor a release line"),
+        (["--release", "1.6"], "release 1.6.0 is pinned but line 1.6 has no build mechanism yet"),
         (["--runner", "cloud"], "is not a runner kind"),
         (["--arch", "riscv64"], "unknown arch"),
         (["--toolchain", "icc"], "unknown toolchain"),

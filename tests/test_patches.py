@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from istiobuild import baseimages, patches, release, sources
+from istiobuild import baseimages, defaults, patches, release, sources
 from istiobuild.arch import Arch
 from istiobuild.console import Console
 from istiobuild.errors import DataError, PatchError
@@ -156,7 +156,8 @@ def test_base_image_map_is_a_generated_recorded_patch(settings_for, example_upst
     for src in sources.sources(rel, settings):
         sources.checkout(settings, src, force=False, note=lambda _: None)
     record = run_patch_stage(settings, rel)
-    assert record["istio"][-1]["name"] == baseimages.GENERATED_NAME  # type: ignore[index]
+    # the base images' patch, then the release defaults' (generated against the tree with the other one applied)
+    assert [p["name"] for p in record["istio"][-2:]] == [baseimages.GENERATED_NAME, defaults.GENERATED_NAME]  # type: ignore[index]
     dockerfile = (settings.workdir / EXAMPLE / "istio" / "pilot" / "docker" / "Dockerfile.proxyv2").read_text()
     assert "FROM registry.local/cc:arm64 as distroless" in dockerfile
     assert "gcr.io/distroless/cc:latest" not in dockerfile

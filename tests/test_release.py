@@ -15,7 +15,7 @@ GA = [f"1.4.{i}" for i in range(11)] + [f"1.5.{i}" for i in range(11)]
 
 
 def test_matrix_has_every_ga_release_in_order() -> None:
-    names = [v for v, r in release.matrix().items() if r.line != "example"]
+    names = [v for v, r in release.matrix().items() if r.line != "example" and r.buildable]
     assert names == GA
 
 
@@ -57,7 +57,7 @@ def test_private_envoy_resolves_to_public() -> None:
     assert rel.note
 
 
-@pytest.mark.parametrize("bad", ["1.9.9", "nope"])
+@pytest.mark.parametrize("bad", ["1.99.9", "nope"])
 def test_unknown_release_lists_known(bad: str) -> None:
     with pytest.raises(UsageError, match="unknown release") as err:
         release.get(bad)

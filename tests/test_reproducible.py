@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import getpass
+import hashlib
 import json
 import socket
 import subprocess
@@ -27,12 +28,15 @@ from typing import Any
 import pytest
 
 from helpers import invoke, keypair, one_error
-from istiobuild import provenance, sbom, signing
+from istiobuild import archives, provenance, release, sbom, signing
+from istiobuild.arch import Arch
 from test_images import docker, free_port, start_registry
 
 pytestmark = pytest.mark.slow
 ARCHES = ("aarch64", "x86_64")
 EPOCH = 1704067200  # the example istio commit's committer time: releases/example.toml source_date_epoch
+ISTIO_COMMIT = release.get("example").pins[release.Component.ISTIO].commit
+GOARCH = {"aarch64": "arm64", "x86_64": "amd64"}
 
 
 def build(work: Path, cache: Path, arch: str, hub: str, key: Path) -> dict[str, Any]:
@@ -174,7 +178,7 @@ def test_an_sbom_per_image_valid_and_reproducible(twice: Twice) -> None:
     envoy = by_name["/usr/local/bin/envoy"]
     assert envoy["hashes"] == [{"alg": "SHA-256", "content": second["x86_64"]["envoy"]}]
     commits = {c["name"]: c["pedigree"]["commits"][0]["uid"] for c in doc["components"] if c.get("pedigree")}
-    assert commits.get("istio") == "655f9164c7999746e7b6b503caecc57e452b8535", commits
+    assert commits.get("istio") == ISTIO_COMMIT, commits
     assert any(c.get("purl", "").startswith("pkg:golang/") for c in doc["components"])  # pilot-agent's modules
     assert str(second["x86_64"]["out"].parent) not in json.dumps(doc)
 
@@ -308,3 +312,89 @@ def test_rebuild_names_what_a_changed_toolchain_changes(twice: Twice, tmp_path: 
     assert "/usr/local/bin/envoy" in proc.stdout
     fresh = invoke("rebuild", "--record", str(record), "--workdir", str(tmp_path / "gcc"))
     assert "is not empty: a rebuild needs a fresh workdir" in one_error(fresh)
+
+
+# -- release archives (issue 12) ---------------------------------------------------------------
+
+
+def _archives(out: Path, arch: str) -> tuple[Path, Path]:
+    release_dir = out / "release"
+    return (
+        release_dir / f"istio-0.1.0-linux-{GOARCH[arch]}.tar.gz",
+        release_dir / f"istioctl-0.1.0-linux-{GOARCH[arch]}.tar.gz",
+    )
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_release_archives_are_identical_and_name_the_build_s_images(twice: Twice, arch: str, tmp_path: Path) -> None:
+    first, second, hub = twice
+    for a, b in zip(_archives(first[arch]["out"], arch), _archives(second[arch]["out"], arch), strict=True):
+        assert a.read_bytes() == b.read_bytes(), f"{a.name} differs between the two workdirs"
+        digest = subprocess.run(["sha256sum", a.name], cwd=a.parent, capture_output=True, text=True, check=True)
+        assert (a.parent / f"{a.name}.sha256").read_text() == digest.stdout  # `sha256sum -c` reads it
+    install, standalone = _archives(second[arch]["out"], arch)
+    files = dict(archives.members(install))
+    top = "istio-0.1.0"
+    for chart in ("install/kubernetes/helm/istio/values.yaml", "install/kubernetes/operator/profiles/default.yaml"):
+        text = files[f"{top}/{chart}"].decode()
+        assert f"hub: {hub}" in text and "tag: example" in text and "istio-testing" not in text, chart
+    with tarfile.open(install) as tar:
+        assert all(m.mtime == EPOCH and m.uid == 0 and m.gid == 0 and not m.uname for m in tar)
+        names = tar.getnames()
+    assert names == sorted(names) and f"{top}/bin/istioctl" in names and f"{top}/manifest.yaml" in names
+    assert dict(archives.members(standalone)) == {"istioctl": files[f"{top}/bin/istioctl"]}
+    istioctl = tmp_path / "istioctl"
+    istioctl.write_bytes(files[f"{top}/bin/istioctl"])
+    istioctl.chmod(0o755)
+    assert archives.wrong_elves(install, Arch(arch)) == (1, [])
+    machine = subprocess.run(["file", "-b", str(istioctl)], capture_output=True, text=True, check=True).stdout
+    assert ("ARM aarch64" if arch == "aarch64" else "x86-64") in machine
+    # run it: under qemu-user (binfmt) for arm64 on this host
+    version = subprocess.run([str(istioctl), "version", "--remote=false"], capture_output=True, text=True, check=True)
+    assert version.stdout.strip() == "0.1.0"
+    dump = subprocess.run([str(istioctl), "profile", "dump"], capture_output=True, text=True, check=True).stdout
+    assert f"hub: {hub}" in dump and "tag: example" in dump  # the embedded profile, regenerated
+    generated = subprocess.run([str(istioctl), "manifest", "generate"], capture_output=True, text=True, check=True)
+    assert f'image: "{hub}/pilot:example"' in generated.stdout
+
+
+def test_release_manifest_and_provenance_name_the_archives(twice: Twice) -> None:
+    import yaml
+
+    _, second, hub = twice
+    out = second["aarch64"]["out"]
+    manifest = yaml.safe_load((out / "release" / "manifest.yaml").read_text())
+    install, standalone = _archives(out, "aarch64")
+    assert manifest["version"] == "0.1.0" and manifest["docker"] == hub and manifest["tag"] == "example"
+    assert manifest["dependencies"]["istio"]["sha"] == ISTIO_COMMIT
+    assert {a["name"]: a["sha256"] for a in manifest["archives"]} == {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (install, standalone)
+    }
+    applied = [p["name"] for p in manifest["patches"]["istio"]]
+    assert applied[-1] == "generated/release-defaults.patch" and all(p["sha256"] for p in manifest["patches"]["istio"])
+    assert {i["name"] for i in manifest["images"]} == set(second["aarch64"]["images"])
+    subjects = provenance.subjects_of(json.loads((out / "provenance.json").read_text()))
+    assert subjects[f"release/{install.name}"] == {"sha256": hashlib.sha256(install.read_bytes()).hexdigest()}
+    assert f"release/{standalone.name}" in subjects and "release/manifest.yaml" in subjects
+
+
+def test_invoke_release_collects_every_arch(twice: Twice, tmp_path: Path) -> None:
+    import yaml
+
+    _, second, _ = twice
+    work = second["x86_64"]["out"].parent
+    proc = invoke("release", "--workdir", str(work), "--out", str(tmp_path / "dist"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    dist = tmp_path / "dist"
+    for arch in ARCHES:
+        for archive in _archives(second[arch]["out"], arch):
+            assert (dist / archive.name).read_bytes() == archive.read_bytes()
+        for name in ("manifest.yaml", "build-record.json", "provenance.json", "provenance.dsse.json"):
+            assert (dist / arch / name).is_file(), f"{arch}/{name}"
+        assert (dist / arch / "sbom" / "proxyv2.cdx.json").is_file()
+    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=dist, capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    joined = yaml.safe_load((dist / "manifest.yaml").read_text())
+    assert joined["architectures"] == ["aarch64", "x86_64"] and len(joined["builds"]) == 2
+    again = invoke("release", "--workdir", str(work), "--out", str(dist))
+    assert "exists and is not an empty directory" in one_error(again)

@@ -43,6 +43,22 @@ def subjects(layout: Layout, image_ids: Mapping[str, str], pushed: Mapping[str, 
     for name, image_id in sorted(image_ids.items()):
         if image_id:
             found.append(provenance.image_subject(name, manifest_digest=pushed.get(name, ""), image_id=image_id))
+    return found + release_subjects(layout)
+
+
+def release_subjects(layout: Layout) -> list[Subject]:
+    """The release stage's archives and its manifest.yaml (names relative to the build output)."""
+    release = _json(layout.record("archives")) or {}
+    found = [
+        Subject(name=f"release/{a['name']}", digest={"sha256": a["sha256"]}, annotations={"role": "release archive"})
+        for a in release.get("archives", [])
+    ]
+    manifest = layout.out_dir / "release" / "manifest.yaml"
+    if found and manifest.is_file():
+        found.append(
+            Subject(name="release/manifest.yaml", digest={"sha256": sha256_file(manifest)},
+                    annotations={"role": "release manifest"})
+        )  # fmt: skip
     return found
 
 

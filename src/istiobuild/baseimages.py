@@ -25,9 +25,10 @@ from istiobuild import dockerapi, fsutil
 from istiobuild.arch import Arch
 from istiobuild.errors import DataError, ToolError
 from istiobuild.git import git, out, scratch_index
+from istiobuild.linetables import BASE_TARGET
 from istiobuild.normalize import layer_ids, normalize
 from istiobuild.patches import PatchSource
-from istiobuild.release import BASE_TARGET, Release
+from istiobuild.release import Release
 from istiobuild.run import run, which
 
 _FROM = re.compile(r"^(FROM\s+)(\S+)(.*)$")

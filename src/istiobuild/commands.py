@@ -99,6 +99,8 @@ def releases(*, as_json: bool) -> None:
             {
                 "release": r.version,
                 "line": r.line,
+                "buildable": r.buildable,
+                "source_date_epoch": r.source_date_epoch,
                 **{comp.value: {k: v for k, v in vars(pin).items() if v} for comp, pin in r.pins.items()},
                 "bazel": r.bazel_version,
                 "go": r.go,
@@ -110,14 +112,15 @@ def releases(*, as_json: bool) -> None:
         ]
         print(json.dumps(rows, indent=2))
         return
-    print(f"{'release':<9} {'proxy':<13} {'envoy':<32} {'istio':<13} {'bazel':<6} {'go':<5} wee8")
+    table = [("release", "build", "proxy", "envoy", "istio", "bazel", "go", "wee8")]
     for r in matrix.values():
         envoy = r.pins[release.Component.ENVOY]
-        where = f"{envoy.repo}@{envoy.commit[:8]}"
-        print(
-            f"{r.version:<9} {r.pins[release.Component.PROXY].commit[:12]:<13} {where:<32} "
-            f"{r.pins[release.Component.ISTIO].commit[:12]:<13} {r.bazel_version:<6} {r.go:<5} {r.wee8 or '-'}"
-        )
+        table.append((r.version, "yes" if r.buildable else "pinned", r.pins[release.Component.PROXY].commit[:12],
+                     f"{envoy.repo}@{envoy.commit[:8]}", r.pins[release.Component.ISTIO].commit[:12],
+                     r.bazel_version, r.go, r.wee8 or "-"))  # fmt: skip
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+    for row in table:
+        print(" ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1])
 
 
 def run_doctor(b: Build, *, as_json: bool) -> bool:
@@ -281,7 +284,7 @@ def check_patches(mirrors: str, release_name: str | None) -> bool:
             "proxy, envoy and istio git repositories",
         )
     matrix = release.matrix()
-    names = [release_name] if release_name else [v for v, r in matrix.items() if r.line != "example"]
+    names = [release_name] if release_name else [v for v, r in matrix.items() if r.line != "example" and r.buildable]
     passed = 0
     for name in names:
         outcomes = upstream.check_release(release.get(name, matrix), Path(root))

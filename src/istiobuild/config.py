@@ -13,6 +13,7 @@ from typing import Any
 
 from istiobuild.errors import ConfigError
 from istiobuild.grammar import CLI_SOURCE, ENV_PREFIX, ENV_SOURCE, setting_name
+from istiobuild.kernel import check_target_kernel
 from istiobuild.validate import check_page_size, check_path_text, validate
 
 if sys.version_info >= (3, 11):
@@ -39,6 +40,7 @@ class Settings:
     repos: Mapping[str, str] = dataclasses.field(default_factory=dict)  # per-component URL
     jobs: int = 0  # 0 = derived from cores and memory
     page_size: str = "auto"
+    target_kernel: str = ""  # the deployment kernel, page_size=64k[,va_bits=48] (normalised); "" = not given
     gn: str = "gn"
     ninja: str = "ninja"
     bazel: str = "bazel"
@@ -105,6 +107,7 @@ _WANTED = {
     "tag": "a tag such as 1.5.0",
     "jobs": "a number of jobs (0 = automatic)",
     "page_size": "auto, 4k or 64k",
+    "target_kernel": "page_size=4k|64k[,va_bits=N]",
     "jvm_heap": "a heap size such as 3g",
     "push": "true or false",
     "in_container": "true or false",
@@ -242,8 +245,8 @@ def _coerce(key: str, value: Any, source: str, base: Path) -> Any:
         raise ConfigError(f"{name} {shown} is {_kind(value)}, not a string; quote it")
     if key in _PATHS:
         return _coerce_path(value, name, base, keep_link=key == "cache_dir")
-    if key == "page_size":
-        return check_page_size(value, name)
+    if key in ("page_size", "target_kernel"):  # normalised: 4K -> 4k
+        return check_page_size(value, name) if key == "page_size" else check_target_kernel(value, name).spec()
     return value
 
 

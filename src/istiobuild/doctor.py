@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable, Collection
 from pathlib import Path
 
+from istiobuild import kernel
 from istiobuild.arch import Arch
 from istiobuild.config import Settings
 from istiobuild.errors import UsageError
@@ -111,6 +112,15 @@ def _compilers(toolchain: Toolchain, arch: Arch, host: Arch) -> list[Check]:
         )
         for role in ("cc", "cxx")
     ]
+
+
+def _defaults_tool(name: str) -> Check:
+    """A program istio's generator needs to regenerate what istioctl embeds (go-bindata)."""
+    found = shutil.which(name)
+    return Check(
+        name=name, found=found or "missing", required="on PATH (regenerates istioctl's embedded charts)",
+        ok=found is not None, fix="" if found else f"apt-get install {name}",
+    )  # fmt: skip
 
 
 def _make() -> Check:
@@ -247,6 +257,8 @@ def run_checks(
     # the mode matters to the stages that compile or run target code
     checks = [_mode(arch, host, release, settings)] if {"toolchain", "proxy", "istio", "images"} & wanted else []
     checks.append(_git())
+    if "patch" in wanted and release.defaults is not None:
+        checks += [_defaults_tool(name) for name in release.defaults.tools]
     if {"toolchain", "proxy"} & wanted:
         checks += _compilers(toolchain, arch, host)
     if "proxy" in wanted:
@@ -305,18 +317,19 @@ def _memory(release: Release) -> Check:
 
 
 def _machine(settings: Settings, release: Release, *, arch: Arch, host: Arch, page_size: str) -> list[Check]:
-    page = os.sysconf("SC_PAGE_SIZE") // 1024
-    return [
-        _disk(settings, release),
-        _memory(release),
-        Check(
-            name="kernel page size",
-            found=f"{page}K",
-            required=f"the build assumes {page_size}",
-            ok=True,
-            fix="" if f"{page}k" == page_size or arch != host else f"pass --page-size {page}k",
-        ),
-    ]
+    """Disk, memory, and the kernels (kernel.py): this one, which matters where envoy runs here (the same arch), and
+    the target's (--target-kernel)."""
+    here = kernel.host_kernel(host)
+    target = kernel.check_target_kernel(settings.target_kernel) if settings.target_kernel else None
+    required = f"the build assumes {page_size}"
+    fix = kernel.advice(here, page_size, page_fix=target is None) if arch == host else ""
+    checks = [_disk(settings, release), _memory(release)]
+    checks.append(Check(name="kernel page size", found=here.describe(), required=required, ok=True, fix=fix))
+    if target is not None:
+        fits = target.page_size == page_size
+        advice = kernel.advice(target, page_size)
+        checks.append(Check(name="target kernel", found=target.describe(), required=required, ok=fits, fix=advice))
+    return checks
 
 
 def _mem_gb() -> float:

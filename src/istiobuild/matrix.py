@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from istiobuild import config, doctor
+from istiobuild import config, doctor, kernel
 from istiobuild import release as releases
 from istiobuild import toolchain as toolchains
 from istiobuild.arch import Arch, host_arch, parse_arch
@@ -111,10 +111,11 @@ class Entry:
 
 
 def page_size_for(settings: Settings, arch: Arch, *, host: Arch, host_page_size: str) -> str:
-    """The page size a native runner of `arch` builds for: `auto` is this kernel's only on a machine of that arch."""
-    if settings.page_size != "auto":
-        return settings.page_size
-    return host_page_size if arch == host else "4k"
+    """The page size a native runner of `arch` builds for: the target kernel's when given; else `auto` is this
+    kernel's only on a machine of that arch."""
+    return kernel.build_page_size(
+        settings.page_size, settings.target_kernel, arch=arch, host=host, host_page_size=host_page_size
+    )
 
 
 def key_inputs(
@@ -172,9 +173,9 @@ def cached_dirs(layout: Layout) -> tuple[Path, ...]:
 
 def select_releases(text: str, known: Mapping[str, Release]) -> list[Release]:
     """Releases named by `text`: comma-separated releases or release lines ("1.5" = every 1.5.x);
-    "" = every release except the offline example."""
+    "" = every buildable release except the offline example (pinned-only ones have nothing to build)."""
     if not text:
-        return [r for r in known.values() if r.line != EXAMPLE_LINE]
+        return [r for r in known.values() if r.line != EXAMPLE_LINE and r.buildable]
     wanted = [t.strip() for t in text.split(",") if t.strip()]
     lines = sorted({r.line for r in known.values()})
     for token in wanted:

@@ -10,6 +10,7 @@ import dataclasses
 import json
 from typing import Any
 
+from istiobuild import kernel
 from istiobuild.arch import Arch
 from istiobuild.config import Settings
 from istiobuild.errors import UsageError
@@ -19,6 +20,7 @@ from istiobuild.release import Component, Release
 from istiobuild.secrets import redact_url
 from istiobuild.sources import sources
 from istiobuild.stages import checkout, images, istio, patch, proxy, publish, record, toolchain, verify
+from istiobuild.stages import release as archives_stage
 from istiobuild.steps import Command, PlanInput, Stage, StageName, encode
 from istiobuild.toolchain import Toolchain
 
@@ -68,14 +70,23 @@ def make_plan(
     The mode (native, cross, emulated) is decided first; a combination that would build for the host
     while claiming the target is refused here, before any work, naming the modes that would work.
     """
+    if not release.buildable:
+        raise UsageError(
+            f"release {release.version} is pinned but line {release.line} has no build mechanism yet",
+            hint=f'its pins are data only (releases/{release.line}.toml, status = "pinned"); '
+            "`invoke releases` shows which releases are buildable",
+        )
     if settings.in_container and not settings.builder:
         raise UsageError(
             "--in-container needs a builder image",
             hint="build one from dockerfiles/ (see dockerfiles/README.md) and pass --builder IMAGE",
         )
     mode = decide(host=host, target=arch, release=release, in_container=settings.in_container)
-    # "auto": the kernel this builds on, when it is also the target; a cross build assumes 4K.
-    page_size = settings.page_size if settings.page_size != "auto" else (host_page_size if arch == host else "4k")
+    # "auto": the target kernel's (--target-kernel), else the kernel this builds on when it is also the target;
+    # a cross build assumes 4K.
+    page_size = kernel.build_page_size(
+        settings.page_size, settings.target_kernel, arch=arch, host=host, host_page_size=host_page_size
+    )
     p = PlanInput(
         release=release,
         arch=arch,
@@ -92,6 +103,7 @@ def make_plan(
     )
     stages = [checkout.plan(p), patch.plan(p), toolchain.plan(p), proxy.plan(p), istio.plan(p), images.plan(p)]
     stages.append(verify.plan(p))
+    stages.append(archives_stage.plan(p))
     if settings.push:
         stages.append(publish.plan(p))
     stages.append(record.plan(p, images.names(p, p.arch_tag)))
@@ -114,6 +126,7 @@ def _notes(p: PlanInput, host: Arch) -> list[str]:
     builder = p.settings.builder if p.settings.in_container else ""
     notes = [describe(p.mode, host=host, target=p.arch, builder=builder)]
     notes += [p.release.note] if p.release.note else []
+    notes += kernel.plan_note(p.settings.target_kernel)
     envoy_pin = p.release.pins[Component.ENVOY]
     if envoy_pin.public_repo:
         notes.append(

@@ -32,6 +32,7 @@ PAYLOAD_TYPE = "application/vnd.in-toto+json"  # a DSSE envelope's payloadType f
 BUILD_TYPE = "https://istiobuild.github.io/buildtypes/release/v1"  # specified in docs/provenance.md
 # The externalParameters of BUILD_TYPE: exactly these, each a string (docs/provenance.md).
 EXTERNAL_PARAMETERS = ("release", "arch", "toolchain", "pageSize", "hub", "tag")
+OPTIONAL_EXTERNAL_PARAMETERS = ("targetKernel",)  # only when given (--target-kernel, kernel.py)
 
 # Digest algorithms the in-toto DigestSet spec fixes a size for (bytes); their values are lower-case hex.
 _DIGEST_BYTES = {
@@ -325,10 +326,13 @@ def _check_digest(where: str, algorithm: str, value: str) -> None:
 
 def _check_external(params: Mapping[str, Any]) -> None:
     missing = [k for k in EXTERNAL_PARAMETERS if k not in params]
-    unknown = sorted(set(params) - set(EXTERNAL_PARAMETERS))
+    unknown = sorted(set(params) - {*EXTERNAL_PARAMETERS, *OPTIONAL_EXTERNAL_PARAMETERS})
     if missing or unknown:
         what = f"lacks {', '.join(missing)}" if missing else f"has unknown parameters {', '.join(unknown)}"
-        raise ValueError(f"externalParameters of {BUILD_TYPE} {what} (it has exactly {', '.join(EXTERNAL_PARAMETERS)})")
-    wrong = [k for k in EXTERNAL_PARAMETERS if not isinstance(params[k], str)]
+        raise ValueError(
+            f"externalParameters of {BUILD_TYPE} {what} (it has exactly {', '.join(EXTERNAL_PARAMETERS)}, "
+            f"and {', '.join(OPTIONAL_EXTERNAL_PARAMETERS)} when given)"
+        )
+    wrong = [k for k in params if not isinstance(params[k], str)]
     if wrong:
         raise ValueError(f"externalParameters.{wrong[0]} is {params[wrong[0]]!r}, not a string")

@@ -108,8 +108,10 @@ def _final_names(plan: BuildPlan) -> tuple[str, ...]:
 
 def subjects(record: Mapping[str, Any], original: BuildPlan | None) -> list[Subject]:
     """What the original build made: from a record (with paths), or a provenance's subjects (digests only)."""
-    if "subjects" in record:  # a pushed image's manifest digest cannot come from a rebuild that stops at images
-        return [_subject_of(s) for s in record["subjects"] if _digest_of(s) not in ("manifest", "index")]
+    if "subjects" in record:  # a pushed image's manifest digest, the release archives: not from a rebuild that
+        # stops at images (the archives' istioctl is compared as the Go binary it is)
+        return [_subject_of(s) for s in record["subjects"] if _digest_of(s) not in ("manifest", "index")
+                and not str((s.get("annotations") or {}).get("role", "")).startswith("release")]  # fmt: skip
     envoy = record.get("envoy") or {}
     found = [Subject(name="envoy", kind="file", digest=envoy.get("sha256", ""), path=_path(envoy.get("path")))]
     root = _go_root(original) if original else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import functools
@@ -12,8 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from istiobuild.arch import Arch
-from istiobuild.errors import ConfigError, DataError, UsageError
-from istiobuild.grammar import check_image_reference
+from istiobuild.archivespec import ArchiveSpec, DefaultsSpec, archive_spec, defaults_spec
+from istiobuild.errors import DataError, UsageError
+from istiobuild.linetables import (
+    BASE_TARGET,
+    ExternalImage,
+    base_images,
+    cross,
+    downloads,
+    external_images,
+    skip_targets,
+)
 from istiobuild.resources import data_dir
 
 if sys.version_info >= (3, 11):
@@ -45,16 +55,6 @@ class Pin:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ExternalImage:
-    """An image a Dockerfile of the release names in a FROM line (not a build stage, not one the same make
-    builds), the docker targets whose Dockerfile names it, and optional pins per target arch."""
-
-    name: str
-    targets: tuple[str, ...]
-    digests: Mapping[Arch, str] = dataclasses.field(default_factory=dict)  # sha256:<hex>: image ID or repo digest
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
 class Release:
     """Everything the plan needs to know about one release."""
 
@@ -76,7 +76,10 @@ class Release:
     base_images: Mapping[Arch, Mapping[str, str]] = dataclasses.field(default_factory=dict)  # release's defaults
     external_images: tuple[ExternalImage, ...] = ()  # what the Dockerfiles name in FROM lines
     cross: tuple[Arch, ...] = ()  # targets the build can be cross-compiled for (it takes the target from the plan)
+    defaults: DefaultsSpec | None = None  # the files naming the default hub and tag, and what is generated from them
+    archive: ArchiveSpec | None = None  # what the release archives hold
     note: str = ""
+    buildable: bool = True  # False for a `status = "pinned"` line: pins only, no build mechanism yet
 
     def docker_targets_for(self, arch: Arch) -> tuple[str, ...]:
         skip = set(self.skip_docker_targets.get(arch, ()))
@@ -88,7 +91,6 @@ class Release:
         return tuple(i for i in self.external_images if built & set(i.targets))
 
 
-BASE_TARGET = "docker.base"  # the images stage always builds it (docker.io/istio/base)
 _SHA1 = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # Release names are used in paths and argv: allow only what a version string needs.
@@ -106,8 +108,14 @@ _LINE_KEYS = {
     "repos": dict,
     "patches": dict,
 }
-_OPTIONAL_LINE_KEYS = {"downloads": list, "base_images": dict, "external_images": dict, "cross": list}
-_DOWNLOAD_KEYS = {"name": str, "url": str, "sha256": str, "into": str, "place": list, "extract": str, "touch": list}
+_OPTIONAL_LINE_KEYS = {
+    "downloads": list,
+    "base_images": dict,
+    "external_images": dict,
+    "cross": list,
+    "defaults": dict,
+    "archive": dict,
+}
 _RELEASE_KEYS = {"proxy", "istio", "envoy", "source_date_epoch", "extra_patches", "note"}
 
 
@@ -138,7 +146,34 @@ def _series_exists(component: Component, name: str) -> bool:
     return (data_dir("patches") / component.value / name / "series").is_file()
 
 
+# `status = "pinned"` (releases/<line>.toml written by `invoke sync-releases`): the line's releases are pins only.
+# The keys of a build mechanism may be absent (nothing to build); bazel_version and go come per release.
+BUILDABLE = "buildable"
+PINNED = "pinned"
+_NO_MECHANISM: Mapping[str, Any] = {
+    "bazel_version": "",
+    "go": "",
+    "wee8": "",
+    "envoy_target": "",
+    "envoy_output": "",
+    "gopath": False,
+    "docker_targets": [],
+    "skip_docker_targets": {},
+    "patches": {},
+}
+
+
+def _check_status(path: Path, line: dict[str, Any]) -> None:
+    status = line.setdefault("status", BUILDABLE)
+    if status not in (BUILDABLE, PINNED):
+        raise _fail(path, "[line] status", f"must be {BUILDABLE!r} or {PINNED!r}")
+    if status == PINNED:
+        for key, default in _NO_MECHANISM.items():
+            line.setdefault(key, copy.copy(default))
+
+
 def _check_line(path: Path, line: dict[str, Any]) -> dict[str, Any]:
+    _check_status(path, line)
     for key, kind in _LINE_KEYS.items():
         if key not in line:
             raise _fail(path, "[line]", f"missing {key!r}")
@@ -148,7 +183,7 @@ def _check_line(path: Path, line: dict[str, Any]) -> dict[str, Any]:
         line.setdefault(key, kind())
         if not isinstance(line[key], kind):
             raise _fail(path, f"[line] {key}", f"must be {kind.__name__}")
-    unknown = set(line) - set(_LINE_KEYS) - set(_OPTIONAL_LINE_KEYS)
+    unknown = set(line) - set(_LINE_KEYS) - set(_OPTIONAL_LINE_KEYS) - {"status"}
     if unknown:
         raise _fail(path, "[line]", f"unknown keys {sorted(unknown)}")
     return line
@@ -189,6 +224,9 @@ def _build(path: Path, where: str, version: str, line: Mapping[str, Any], table:
     for key in ("proxy", "istio", "envoy", "source_date_epoch"):
         if key not in table:
             raise _fail(path, where, f"missing {key!r}")
+    for key in ("bazel_version", "go"):
+        if line["status"] == PINNED and not line[key]:
+            raise _fail(path, where, f"missing {key!r} (a pinned line gives it per release)")
     epoch = table["source_date_epoch"]
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= 0:
         raise _fail(path, f"{where} source_date_epoch", "must be the istio commit's committer time (seconds)")
@@ -200,10 +238,12 @@ def _build(path: Path, where: str, version: str, line: Mapping[str, Any], table:
     owner = {c: _repo_from_url(urls[c]) for c in (Component.PROXY, Component.ISTIO)}
     return Release(
         version=version,
-        base_images=_base_images(path, where, line),
-        cross=_cross(path, where, line),
-        external_images=_external_images(path, where, line),
-        downloads=tuple(_downloads(path, where, line)),
+        base_images=base_images(path, where, line),
+        cross=cross(path, where, line),
+        defaults=_defaults(path, where, line),
+        archive=_archive(path, where, line),
+        external_images=external_images(path, where, line),
+        downloads=tuple(downloads(path, where, line)),
         line=line["name"],
         pins={
             Component.PROXY: Pin(repo=owner[Component.PROXY], commit=proxy["commit"], tag=proxy["tag"]),
@@ -223,10 +263,11 @@ def _build(path: Path, where: str, version: str, line: Mapping[str, Any], table:
         envoy_output=line["envoy_output"],
         gopath=line["gopath"],
         docker_targets=tuple(line["docker_targets"]),
-        skip_docker_targets=_skip_targets(path, where, line),
+        skip_docker_targets=skip_targets(path, where, line),
         series=_series(path, where, line, table),
         source_date_epoch=epoch,
         note=str(table.get("note", "")),
+        buildable=line["status"] == BUILDABLE,
     )
 
 
@@ -256,81 +297,18 @@ def _series(
     return series
 
 
-def _skip_targets(path: Path, where: str, line: Mapping[str, Any]) -> dict[Arch, tuple[str, ...]]:
-    skip: dict[Arch, tuple[str, ...]] = {}
-    for arch_name, targets in line["skip_docker_targets"].items():
-        try:
-            skip[Arch(arch_name)] = tuple(targets)
-        except ValueError:
-            raise _fail(path, f"{where} skip_docker_targets", f"unknown arch {arch_name!r}") from None
-    return skip
-
-
-def _downloads(path: Path, where: str, line: Mapping[str, Any]) -> list[dict[str, Any]]:
-    downloads = []
-    for number, item in enumerate(line["downloads"]):
-        where_dl = f"{where} downloads[{number}]"
-        if (
-            not isinstance(item, Mapping)
-            or set(item) - set(_DOWNLOAD_KEYS)
-            or not {"name", "url", "into", "place"} <= set(item)
-        ):
-            raise _fail(path, where_dl, f"needs name, url, into, place; allowed keys {sorted(_DOWNLOAD_KEYS)}")
-        if item["into"] not in ("envoy_dir", "istio_out"):
-            raise _fail(path, where_dl, "into must be envoy_dir or istio_out")
-        if item.get("sha256") and not _SHA256.match(item["sha256"]):
-            raise _fail(path, where_dl, "sha256 must be 64 hex characters")
-        downloads.append(dict(item))
-    return downloads
-
-
-def _cross(path: Path, where: str, line: Mapping[str, Any]) -> tuple[Arch, ...]:
-    """`cross = ["aarch64"]`: the targets whose build takes its target from the plan, not from `uname -m`."""
-    names = line["cross"]
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise _fail(path, f"{where} cross", "must be a list of arch names")
+def _defaults(path: Path, where: str, line: Mapping[str, Any]) -> DefaultsSpec | None:
     try:
-        return tuple(Arch(n) for n in names)
-    except ValueError:
-        raise _fail(path, f"{where} cross", f"unknown arch in {names!r} (known: aarch64, x86_64)") from None
+        return defaults_spec(line["defaults"])
+    except ValueError as exc:
+        raise _fail(path, f"{where} defaults", str(exc)) from None
 
 
-def _base_images(path: Path, where: str, line: Mapping[str, Any]) -> dict[Arch, dict[str, str]]:
-    base_images: dict[Arch, dict[str, str]] = {}
-    for arch_name, mapping in line["base_images"].items():
-        try:
-            base_images[Arch(arch_name)] = {str(k): str(v) for k, v in mapping.items()}
-        except (ValueError, AttributeError):
-            raise _fail(path, f"{where} base_images", f"unknown arch {arch_name!r} or not a table") from None
-    return base_images
-
-
-def _external_images(path: Path, where: str, line: Mapping[str, Any]) -> tuple[ExternalImage, ...]:
-    """`external_images = { "<image>" = { targets = [...], digests = { <arch> = "sha256:<hex>" } } }`."""
-    known = {BASE_TARGET, *line["docker_targets"]}
-    if not isinstance(line["external_images"], Mapping):
-        raise _fail(path, f"{where} external_images", "must be a table")
-    found = []
-    for name, entry in line["external_images"].items():
-        at = f"{where} external_images.{name!r}"
-        try:
-            check_image_reference(name, "image")
-        except ConfigError as exc:
-            raise _fail(path, at, exc.message) from None
-        if not isinstance(entry, Mapping) or set(entry) - {"targets", "digests"} or "targets" not in entry:
-            raise _fail(path, at, "must be a table with targets = [...] and optionally digests = { <arch> = ... }")
-        targets = entry["targets"]
-        if not isinstance(targets, list) or not targets or not set(targets) <= known:
-            raise _fail(path, f"{at} targets", f"must be a non-empty list of {BASE_TARGET} or docker_targets entries")
-        digests = entry.get("digests", {})
-        if not isinstance(digests, Mapping) or not set(digests) <= {a.value for a in Arch}:
-            raise _fail(path, f"{at} digests", f"must map {' or '.join(a.value for a in Arch)} to sha256:<hex>")
-        for arch_name, digest in digests.items():
-            if not isinstance(digest, str) or not _SHA256.match(digest.removeprefix("sha256:")):
-                raise _fail(path, f"{at} digests.{arch_name}", "must be sha256:<64 hex characters>")
-        pins = {Arch(a): d if d.startswith("sha256:") else f"sha256:{d}" for a, d in digests.items()}
-        found.append(ExternalImage(name=name, targets=tuple(targets), digests=pins))
-    return tuple(found)
+def _archive(path: Path, where: str, line: Mapping[str, Any]) -> ArchiveSpec | None:
+    try:
+        return archive_spec(line["archive"])
+    except ValueError as exc:
+        raise _fail(path, f"{where} archive", str(exc)) from None
 
 
 def _repo_from_url(url: str) -> str:
@@ -341,6 +319,11 @@ def _repo_from_url(url: str) -> str:
 def _version_key(version: str) -> tuple[Any, ...]:
     parts = re.split(r"[.-]", version)
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
+
+
+def load_file(path: Path) -> dict[str, Release]:
+    """The releases of one releases/<line>.toml, validated."""
+    return _load_line(path)
 
 
 @functools.cache

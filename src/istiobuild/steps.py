@@ -30,6 +30,7 @@ class StageName(enum.Enum):
     ISTIO = "istio"
     IMAGES = "images"
     VERIFY = "verify"
+    RELEASE = "release"
     PUBLISH = "publish"
     RECORD = "record"
 

@@ -49,6 +49,7 @@ OPTIONS = {
         Option(name="workdir", setting="workdir", help="directory holding checkouts, caches, logs and artifacts"),
         Option(name="mirror", setting="mirror", help="base URL or directory whose proxy, envoy, istio entries replace the upstream URLs"),
         Option(name="page_size", setting="page_size", help="kernel page size envoy will run with: auto, 4k or 64k"),
+        Option(name="target_kernel", setting="target_kernel", help="the kernel envoy will run on, e.g. page_size=64k,va_bits=48 (va_bits optional); page size auto follows it"),
         Option(name="jobs", setting="jobs", help="bazel --jobs (default: bazel's own choice; `invoke doctor` suggests one)"),
         Option(name="remote_cache", setting="remote_cache", help="bazel remote cache URL, http(s) or grpc(s) (credentials in it are never printed)"),
         Option(name="remote_upload", setting="remote_upload", help="on|off: upload local results to the remote cache (default on; off = read it only)"),
@@ -63,7 +64,7 @@ OPTIONS = {
         Option(name="json_", kind=bool, help="print machine-readable JSON"),
         Option(name="host", help="plan as if on a host of this arch (aarch64 or x86_64), e.g. for `make -n` on a real tree"),
         Option(name="force", kind=bool, help="rerun every stage; a checkout's local changes or commits are first saved under refs/istiobuild/saved/"),
-        Option(name="from_", help="rerun from this stage on (checkout, patch, toolchain, proxy, istio, images, verify, publish, record)"),
+        Option(name="from_", help="rerun from this stage on (checkout, patch, toolchain, proxy, istio, images, verify, release, publish, record)"),
         Option(name="to", help="stop after this stage"),
         Option(name="dry_run", kind=bool, help="show what each stage would run; run nothing, change nothing"),
         Option(name="allow_modified", kind=bool, help="build checkouts edited since the patch stage, recording the build as modified with the diff"),
@@ -77,6 +78,8 @@ OPTIONS = {
         Option(name="dest", help="directory to create the miniature proxy, envoy and istio repositories in"),
         Option(name="name", help="name for the builder image (default istiobuild/host-builder:<goarch>)"),
         Option(name="mirrors", help="directory holding proxy, envoy and istio git repositories ($ISTIOBUILD_UPSTREAM_MIRRORS)"),
+        Option(name="check", kind=bool, help="write nothing: show the diff, exit 1 if anything would change"),
+        Option(name="line", help="only this release line, e.g. 1.20 (default: every line from 1.4)"),
         Option(name="record", help="build-record.json, provenance statement or DSSE envelope of the build to reproduce"),
         Option(name="provenance", help="provenance of the image (statement or DSSE envelope): the image must be one of its subjects"),
         Option(name="allow_unverified", kind=bool, help="join per-arch images that carry no verified provenance (said in the output)"),
@@ -85,12 +88,13 @@ OPTIONS = {
         Option(name="size", kind=bool, help="show each part of the cache with its size (the default without --prune)"),
         Option(name="prune", kind=bool, help="trim the cache: refused while a build uses it"),
         Option(name="max_size", help="with --prune: the bazel disk cache's size after trimming, least recently used first (default 20G)"),
+        Option(name="out", help="directory to gather the release into (must not exist, or be empty)"),
         Option(name="older_than", help="with --prune: remove entries unused for this long, e.g. 30d, 12h (default 30d)"),
     )
 }  # fmt: skip
 SETTINGS = ("release", "arch", "toolchain", "workdir", "mirror", "page_size", "jobs", "remote_cache", "remote_upload",
             "remote_executor", "remote_platform", "downloads",
-            "hub", "tag", "push", "in_container", "builder", "signing_key")  # fmt: skip
+            "hub", "tag", "push", "in_container", "builder", "signing_key", "target_kernel")  # fmt: skip
 
 
 def settings_of(values: dict[str, Any]) -> dict[str, Any]:
@@ -258,13 +262,13 @@ def _matrix(v: dict[str, Any]) -> None:
 
     selection = matrix.Selection(releases=given(v, "release"), arches=given(v, "arch"),
                                  toolchains=given(v, "toolchain"), runner=given(v, "runner"))  # fmt: skip
-    matrix.show_matrix(selection, settings_of({"page_size": v["page_size"]}), joins=v["manifests"])
+    matrix.show_matrix(selection, settings_of({k: v[k] for k in ("page_size", "target_kernel")}), joins=v["manifests"])
 
 
 def _cache_key(v: dict[str, Any]) -> None:
     from istiobuild import matrix
 
-    matrix.show_cache_key(settings_of({k: v[k] for k in ("release", "arch", "toolchain", "page_size")}),
+    matrix.show_cache_key(settings_of({k: v[k] for k in ("release", "arch", "toolchain", "page_size", "target_kernel")}),
                           as_json=v["json_"])  # fmt: skip
 
 
@@ -274,6 +278,30 @@ def _cache(v: dict[str, Any]) -> None:
     settings, _ = config.load({})
     cache.command(settings.cache, size=v["size"], do_prune=v["prune"], max_size=given(v, "max_size"),
                   older_than=given(v, "older_than"), as_json=v["json_"])  # fmt: skip
+
+
+def _sync_releases(v: dict[str, Any]) -> bool:
+    from istiobuild import sync
+    from istiobuild.errors import UsageError
+
+    if v["mirrors"] is None:
+        raise UsageError(
+            "sync-releases needs --mirrors DIR", hint="a directory with proxy, envoy and istio git repositories"
+        )
+    return sync.command(given(v, "mirrors"), check=v["check"], line=given(v, "line"))
+
+
+def _release(v: dict[str, Any]) -> None:
+    from pathlib import Path
+
+    from istiobuild import collect, config
+    from istiobuild.errors import UsageError
+
+    if v["out"] is None:
+        raise UsageError("release needs --out DIR", hint="a new directory to gather the archives, manifest and records in")
+    settings, _ = config.load(settings_of({"workdir": v["workdir"]}))
+    for line in collect.collect(Path(settings.workdir), Path(given(v, "out")), given(v, "release")):
+        print(line)
 
 
 def _check_patches(v: dict[str, Any]) -> bool:
@@ -290,12 +318,12 @@ ns = Collection(
     define("checkout", "Check out proxy, envoy and istio at the release's pinned commits, as siblings.",
            ["release", "workdir", "mirror", "force", "dry_run"], _checkout),
     define("patch", "Apply the release's patch series for the target arch (atomic, idempotent, recorded).",
-           ["release", "arch", "workdir", "mirror", "page_size", "dry_run", "allow_modified"], _patch),
+           ["release", "arch", "workdir", "mirror", "page_size", "target_kernel", "dry_run", "allow_modified"], _patch),
     define("build", "Run the pipeline in plan order; resumes where it stopped, skips stages that are up to date.\n\n"
            "A bazel --remote_header is a secret: set it with ISTIOBUILD_REMOTE_HEADER or in istiobuild.toml.",
            [*BUILD_FLAGS, "force", "from_", "to", "dry_run", "allow_modified"], _build),
-    define("doctor", "Check the tools the plan needs: found, required, how to fix.",
-           ["release", "arch", "toolchain", "workdir", "json_"], _doctor),
+    define("doctor", "Check the tools the plan needs: found, required, how to fix; the host's and the target's kernel.",
+           ["release", "arch", "toolchain", "workdir", "page_size", "target_kernel", "json_"], _doctor),
     define("example", "Generate the miniature upstream repositories the `example` release builds from.",
            ["dest"], _example),
     define("verify", "Verify images, also ones built elsewhere: platform, every ELF's arch, envoy --version, labels.",
@@ -311,15 +339,22 @@ ns = Collection(
            "Parts: git objects, bazel disk and repository caches, Go caches, downloads (docs/cache.md). --prune is\n"
            "refused while a build uses the cache; it never touches git objects or Go modules.",
            ["size", "prune", "max_size", "older_than", "json_"], _cache),
+    define("sync-releases", "Add every GA tag of the mirrors (1.4.0 to the newest) to releases/<line>.toml, with its pins.\n\n"
+           "Existing entries are confirmed, never rewritten; a moved tag is refused (nothing written). A new line's\n"
+           "file is written with status = \"pinned\". Prints the diff; with --check writes nothing, exit 1 on a change.",
+           ["mirrors", "check", "line"], _sync_releases),
+    define("release", "Gather the release archives, manifests, records, provenance and SBOMs of every arch of a release\n"
+           "built in the workdir into --out, after checking every archive's ELF files for its arch (docs/release.md).",
+           ["workdir", "release", "out"], _release),
     define("check-patches", "Check every patch series with `git apply --check` against real upstream repositories.",
            ["mirrors", "release"], _check_patches),
     define("matrix", "Print the CI build matrix as JSON: one entry per release x arch x toolchain (releases or lines\n"
            "like 1.5, arches, toolchains comma-separated) with runner labels, image tag and cache key.\n\n"
            "Default: every release but the example, both arches, the configured toolchain (docs/ci.md).",
-           ["release", "arch", "toolchain", "runner", "page_size", "manifests"], _matrix),
+           ["release", "arch", "toolchain", "runner", "page_size", "target_kernel", "manifests"], _matrix),
     define("cache-key", "Print the key of the bazel caches of a build: pins, proxy/envoy patch sha256s, toolchain and\n"
            "compiler version, bazel version, arch, page size (not the istio pin, not the workdir).",
-           ["release", "arch", "toolchain", "page_size", "json_"], _cache_key),
+           ["release", "arch", "toolchain", "page_size", "target_kernel", "json_"], _cache_key),
 )  # fmt: skip
 
 __all__ = ["ns"]

@@ -66,3 +66,40 @@ def check_release(release: Release, mirrors: Path, arches: Iterable[Arch] = tupl
                 )
             )
     return outcomes
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DefaultsOutcome:
+    """The release defaults against the real istio tree: the generated patch, its files, the archive's sources."""
+
+    release: str
+    files: tuple[str, ...]  # the files the generated patch changes (rewritten and regenerated)
+    patch_bytes: int
+    missing_sources: tuple[str, ...]  # archive sources the tree does not have at the pin
+
+
+def check_defaults(release: Release, mirrors: Path, arch: Arch, scratch: Path, log: Path) -> DefaultsOutcome:
+    """Make the release-defaults patch on the real istio tree (after the arch's series; regenerating what istioctl
+    embeds with istio's own script where the line says so) and `git apply --check` it with the series, in a scratch
+    repository borrowing the mirror's objects; check every source of the archive layout exists at the pin."""
+    from istiobuild import defaults
+    from istiobuild.git import git, out
+
+    if release.defaults is None:
+        raise IstiobuildError(f"release {release.version} has no [line.defaults]")
+    mirror = mirror_repo(mirrors, Component.ISTIO)
+    repo = scratch / "istio.git"
+    git(None, "init", "--quiet", "--bare", "--", str(repo))
+    objects = out(mirror, "rev-parse", "--path-format=absolute", "--git-path", "objects")
+    (repo / "objects" / "info" / "alternates").write_text(f"{objects}\n")
+    commit = release.pins[Component.ISTIO].commit
+    git(repo, "update-ref", "--no-deref", "HEAD", commit)
+    wanted = patchmod.from_shipped(patchmod.select(release, Component.ISTIO, arch))
+    generated = defaults.patch_for(repo, release.defaults, "registry.example/istio", release.version, wanted, log)
+    patchmod.check(repo, commit, [*wanted, generated])
+    text = generated.path.read_text()
+    changed = tuple(line.split(" b/", 1)[1] for line in text.splitlines() if line.startswith("diff --git "))
+    spec = release.archive
+    sources = (*spec.files, *spec.dirs, *(s for s, _ in spec.copies)) if spec else ()
+    missing = tuple(s for s in sources if git(repo, "cat-file", "-e", f"{commit}:{s}", check=False).returncode)
+    return DefaultsOutcome(release=release.version, files=changed, patch_bytes=len(text), missing_sources=missing)

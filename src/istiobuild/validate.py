@@ -30,7 +30,9 @@ from istiobuild.grammar import (
     common_problem,
     fail,
     setting_name,
+    show,
 )
+from istiobuild.kernel import check_target_kernel
 
 if TYPE_CHECKING:
     from istiobuild.config import Settings
@@ -236,6 +238,20 @@ def _validate_paths(settings: Settings, name: _Names) -> None:
             )  # fmt: skip
 
 
+def _validate_kernel(settings: Settings, name: _Names) -> None:
+    """The target kernel's grammar; an explicit page size must be the target kernel's."""
+    if not settings.target_kernel:
+        return
+    target = check_target_kernel(settings.target_kernel, name("target_kernel"))
+    if settings.page_size not in ("auto", target.page_size):
+        raise fail(
+            name("page_size"), settings.page_size,
+            f"contradicts {name('target_kernel')} {show(settings.target_kernel)} "
+            f"(a {target.page_size.upper()}-page kernel)",
+            f"leave it at auto (it follows the target kernel) or give {target.page_size}",
+        )  # fmt: skip
+
+
 def _validate_build(settings: Settings, name: _Names) -> None:
     check_jobs(settings.jobs, name("jobs"))
     check_jvm_heap(settings.jvm_heap, name("jvm_heap"))
@@ -244,6 +260,7 @@ def _validate_build(settings: Settings, name: _Names) -> None:
     if settings.bazel_version:
         check_bazel_version(settings.bazel_version, name("bazel_version"))
     check_page_size(settings.page_size, name("page_size"))
+    _validate_kernel(settings, name)
     if settings.remote_cache:
         check_url(settings.remote_cache, name("remote_cache"), CACHE_SCHEMES)
     if settings.remote_header:

@@ -53,9 +53,9 @@ ifeq ($(USE_LOCAL_PROXY),1)
   export ISTIO_ENVOY_LINUX_RELEASE_PATH = ${ISTIO_ENVOY_LOCAL}
 endif
 
-BINARIES := ./pilot/cmd/pilot-discovery ./pilot/cmd/pilot-agent
+BINARIES := ./istioctl/cmd/istioctl ./pilot/cmd/pilot-discovery ./pilot/cmd/pilot-agent
 
-.PHONY: init depend build build-linux
+.PHONY: init depend build build-linux gen-charts
 
 # $(sort) names the directory once when both are the same (out/linux_<arch>).
 $(sort $(ISTIO_OUT) $(ISTIO_OUT_LINUX)):
@@ -90,5 +90,10 @@ endif
 endef
 
 $(foreach bin,$(BINARIES),$(eval $(call build-linux,$(bin))))
+
+# The charts and profiles istioctl embeds (operator/pkg/vfs/assets.gen.go), regenerated from
+# operator/data and manifests/ (as in istio 1.5: operator/scripts/run_update_charts.sh).
+gen-charts:
+	@operator/scripts/run_update_charts.sh
 
 include tools/istio-docker.mk

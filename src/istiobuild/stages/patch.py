@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from istiobuild import baseimages, fsutil
+from istiobuild import defaults as defaultsmod
 from istiobuild import patches as patchmod
+from istiobuild.archivespec import DefaultsSpec
 from istiobuild.errors import PatchError, UsageError
 from istiobuild.executor import Executor
 from istiobuild.git import git, head
@@ -24,6 +26,9 @@ class Series:
     repo: Path
     patches: tuple[Path, ...]  # absolute paths of the shipped patch files, in order
     base_images: Mapping[str, str] = dataclasses.field(default_factory=dict)  # FROM rewrites (istio)
+    defaults: DefaultsSpec | None = None  # the release defaults (istio): set to hub and tag
+    hub: str = ""
+    tag: str = ""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -41,10 +46,12 @@ class ApplySeries(Action):
             if s.base_images:
                 pairs = ", ".join(f"{k} -> {v}" for k, v in sorted(s.base_images.items()))
                 lines.append(f"  {s.component}: plus a generated patch rewriting Dockerfile FROM lines: {pairs}")
+            if s.defaults is not None:
+                lines.append(f"  {s.component}: plus a generated patch: {defaultsmod.render(s.defaults, s.hub, s.tag)}")
         return "\n".join(lines)
 
     def perform(self, ex: Executor) -> None:
-        work = [(s, _wanted(s)) for s in self.series]
+        work = [(s, _wanted(s, ex.log)) for s in self.series]
         record: dict[str, object] = {}
         pending = []
         for s, wanted in work:  # a conflict in istio must not leave envoy patched
@@ -62,12 +69,15 @@ class ApplySeries(Action):
         fsutil.write_json(self.record, record)
 
 
-def _wanted(s: Series) -> list[patchmod.PatchSource]:
+def _wanted(s: Series, log: Path) -> list[patchmod.PatchSource]:
     if not (s.repo / ".git").exists():
         raise UsageError(f"{s.repo} is not checked out", hint="run the checkout stage first (`invoke checkout`)")
     wanted = [patchmod.PatchSource(name=relative(p), path=p) for p in s.patches]
     generated = baseimages.patch_for(s.repo, s.base_images, wanted)
-    return [*wanted, generated] if generated is not None else wanted
+    wanted = [*wanted, generated] if generated is not None else wanted
+    if s.defaults is not None:
+        wanted.append(defaultsmod.patch_for(s.repo, s.defaults, s.hub, s.tag, wanted, log))
+    return wanted
 
 
 def _modified(ex: Executor, repo: Path, wanted: list[patchmod.PatchSource]) -> dict[str, object] | None:
@@ -125,9 +135,14 @@ def plan(p: PlanInput) -> Stage:
     series = []
     for comp in Component:
         files = tuple(x.path for x in patchmod.select(p.release, comp, p.arch, p.page_size))
-        rewrites = base_map if comp is Component.ISTIO else {}
+        istio = comp is Component.ISTIO
         # every component, also one without patches for this arch: another arch's series is reverted
-        series.append(Series(component=comp, repo=p.checkout(comp), patches=files, base_images=rewrites))
+        series.append(
+            Series(
+                component=comp, repo=p.checkout(comp), patches=files, base_images=base_map if istio else {},
+                defaults=p.release.defaults if istio else None, hub=p.settings.hub, tag=p.tag,
+            )
+        )  # fmt: skip
     return Stage(
         name=StageName.PATCH,
         summary=f"apply the release's patch series for {p.arch} (atomic, idempotent, recorded)",

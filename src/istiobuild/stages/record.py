@@ -177,8 +177,9 @@ def plan(p: PlanInput, images: tuple[str, ...]) -> Stage:
         "base-images",
         "verify",
     )
+    keys += ("archives",) if p.release.archive is not None else ()
     keys += ("pushed",) if p.settings.push else ()
-    facts = (
+    facts: tuple[tuple[str, str], ...] = (
         ("release", p.release.version),
         ("arch", p.arch.value),
         ("host", p.host.value),
@@ -188,6 +189,8 @@ def plan(p: PlanInput, images: tuple[str, ...]) -> Stage:
         ("tag", p.settings.tag or p.release.version),
         ("source_date_epoch", str(p.release.source_date_epoch)),
     )
+    # the deployment kernel the page size followed (--target-kernel), only when given: other records keep their keys
+    facts += (("target_kernel", p.settings.target_kernel),) if p.settings.target_kernel else ()
     key = Path(p.settings.signing_key) if p.settings.signing_key else None
     prov = WriteProvenance(
         path=p.layout.out_dir / "provenance.json",
@@ -200,6 +203,7 @@ def plan(p: PlanInput, images: tuple[str, ...]) -> Stage:
             "pageSize": p.page_size,
             "hub": p.settings.hub,
             "tag": p.tag,
+            **({"targetKernel": p.settings.target_kernel} if p.settings.target_kernel else {}),
         },
         internal={"mode": p.mode.value, "host": p.host.value, "sourceDateEpoch": str(p.release.source_date_epoch)},
         images=images,

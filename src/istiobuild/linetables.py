@@ -1,0 +1,112 @@
+"""The optional tables of a release line (releases/<line>.toml): per-arch skips, downloads, cross targets, base image
+maps, the external images the Dockerfiles name. Each parser gets the merged line table and raises DataError."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from istiobuild.arch import Arch
+from istiobuild.errors import ConfigError, DataError
+from istiobuild.grammar import check_image_reference
+
+BASE_TARGET = "docker.base"  # the images stage always builds it (docker.io/istio/base)
+_DOWNLOAD_KEYS = {"name": str, "url": str, "sha256": str, "into": str, "place": list, "extract": str, "touch": list}
+_SHA256_HEX = 64
+
+
+def _fail(path: Path, where: str, what: str) -> DataError:
+    return DataError(f"{path.name}: {where}: {what}", hint=f"fix {path}")
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == _SHA256_HEX and all(c in "0123456789abcdef" for c in text)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExternalImage:
+    """An image a Dockerfile of the release names in a FROM line (not a build stage, not one the same make
+    builds), the docker targets whose Dockerfile names it, and optional pins per target arch."""
+
+    name: str
+    targets: tuple[str, ...]
+    digests: Mapping[Arch, str] = dataclasses.field(default_factory=dict)  # sha256:<hex>: image ID or repo digest
+
+
+def skip_targets(path: Path, where: str, line: Mapping[str, Any]) -> dict[Arch, tuple[str, ...]]:
+    skip: dict[Arch, tuple[str, ...]] = {}
+    for arch_name, targets in line["skip_docker_targets"].items():
+        try:
+            skip[Arch(arch_name)] = tuple(targets)
+        except ValueError:
+            raise _fail(path, f"{where} skip_docker_targets", f"unknown arch {arch_name!r}") from None
+    return skip
+
+
+def downloads(path: Path, where: str, line: Mapping[str, Any]) -> list[dict[str, Any]]:
+    downloads = []
+    for number, item in enumerate(line["downloads"]):
+        where_dl = f"{where} downloads[{number}]"
+        if (
+            not isinstance(item, Mapping)
+            or set(item) - set(_DOWNLOAD_KEYS)
+            or not {"name", "url", "into", "place"} <= set(item)
+        ):
+            raise _fail(path, where_dl, f"needs name, url, into, place; allowed keys {sorted(_DOWNLOAD_KEYS)}")
+        if item["into"] not in ("envoy_dir", "istio_out"):
+            raise _fail(path, where_dl, "into must be envoy_dir or istio_out")
+        if item.get("sha256") and not _is_sha256(item["sha256"]):
+            raise _fail(path, where_dl, "sha256 must be 64 hex characters")
+        downloads.append(dict(item))
+    return downloads
+
+
+def cross(path: Path, where: str, line: Mapping[str, Any]) -> tuple[Arch, ...]:
+    """`cross = ["aarch64"]`: the targets whose build takes its target from the plan, not from `uname -m`."""
+    names = line["cross"]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise _fail(path, f"{where} cross", "must be a list of arch names")
+    try:
+        return tuple(Arch(n) for n in names)
+    except ValueError:
+        raise _fail(path, f"{where} cross", f"unknown arch in {names!r} (known: aarch64, x86_64)") from None
+
+
+def base_images(path: Path, where: str, line: Mapping[str, Any]) -> dict[Arch, dict[str, str]]:
+    base_images: dict[Arch, dict[str, str]] = {}
+    for arch_name, mapping in line["base_images"].items():
+        try:
+            base_images[Arch(arch_name)] = {str(k): str(v) for k, v in mapping.items()}
+        except (ValueError, AttributeError):
+            raise _fail(path, f"{where} base_images", f"unknown arch {arch_name!r} or not a table") from None
+    return base_images
+
+
+def external_images(path: Path, where: str, line: Mapping[str, Any]) -> tuple[ExternalImage, ...]:
+    """`external_images = { "<image>" = { targets = [...], digests = { <arch> = "sha256:<hex>" } } }`."""
+    known = {BASE_TARGET, *line["docker_targets"]}
+    if not isinstance(line["external_images"], Mapping):
+        raise _fail(path, f"{where} external_images", "must be a table")
+    found = []
+    for name, entry in line["external_images"].items():
+        at = f"{where} external_images.{name!r}"
+        try:
+            check_image_reference(name, "image")
+        except ConfigError as exc:
+            raise _fail(path, at, exc.message) from None
+        if not isinstance(entry, Mapping) or set(entry) - {"targets", "digests"} or "targets" not in entry:
+            raise _fail(path, at, "must be a table with targets = [...] and optionally digests = { <arch> = ... }")
+        targets = entry["targets"]
+        if not isinstance(targets, list) or not targets or not set(targets) <= known:
+            raise _fail(path, f"{at} targets", f"must be a non-empty list of {BASE_TARGET} or docker_targets entries")
+        digests = entry.get("digests", {})
+        if not isinstance(digests, Mapping) or not set(digests) <= {a.value for a in Arch}:
+            raise _fail(path, f"{at} digests", f"must map {' or '.join(a.value for a in Arch)} to sha256:<hex>")
+        for arch_name, digest in digests.items():
+            if not isinstance(digest, str) or not _is_sha256(digest.removeprefix("sha256:")):
+                raise _fail(path, f"{at} digests.{arch_name}", "must be sha256:<64 hex characters>")
+        pins = {Arch(a): d if d.startswith("sha256:") else f"sha256:{d}" for a, d in digests.items()}
+        found.append(ExternalImage(name=name, targets=tuple(targets), digests=pins))
+    return tuple(found)

@@ -1,0 +1,206 @@
+"""The release stage and `invoke release` (issue 12): the default hub/tag rewrite, istio's own regeneration of what
+istioctl embeds, deterministic archives, the release manifest, and what happens when any of it is missing.
+
+The two-arch, two-workdir checks (byte-identical archives, istioctl under qemu, provenance) are in
+tests/test_reproducible.py, which builds the example twice anyway; here one x86_64 build shows the failures.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import invoke, one_error
+from istiobuild import archives, defaults, release
+from istiobuild.arch import Arch
+from istiobuild.archivespec import archive_spec
+from istiobuild.errors import DataError
+
+EXAMPLE = release.get("example")
+GOOD = {
+    "name": "istio-{version}-linux-{goarch}.tar.gz",
+    "istioctl_name": "istioctl-{version}-linux-{goarch}.tar.gz",
+    "top": "istio-{version}",
+    "istioctl": "bin/istioctl",
+    "dirs": ["install"],
+    "include": ["*.yaml"],
+    "files": ["LICENSE"],
+    "copies": [{"from": "operator/data/profiles", "to": "install/kubernetes/operator/profiles"}],
+}
+
+
+# -- the rewrite, the archive spec, the archive bytes (no build) ---------------------------------
+
+
+def test_rewrite_sets_only_the_upstream_default_lines() -> None:
+    text = (
+        "global:\n  # Default hub\n  hub: gcr.io/istio-testing  # dev builds\n  tag: 1.5-dev\n"
+        "prometheus:\n  hub: docker.io/prom\n  tag: v2.15.1\n"
+    )
+    new, hubs, tags = defaults.rewrite(text, "gcr.io/istio-testing", "1.5-dev", "127.0.0.1:5000/istio", "1.5.0")
+    assert (hubs, tags) == (1, 1)
+    assert "  hub: 127.0.0.1:5000/istio  # dev builds\n  tag: 1.5.0\n" in new
+    assert "hub: docker.io/prom\n  tag: v2.15.1" in new  # an addon's own image is not ours
+    assert defaults.rewrite("tag: latest\n", "x", "latest", "h", "1.5")[0] == 'tag: "1.5"\n'  # a string, not 1.5
+
+
+def test_archive_spec_is_validated_and_maps_tree_paths() -> None:
+    spec = archive_spec(GOOD)
+    assert spec is not None
+    assert spec.archive_paths("operator/data/profiles/default.yaml") == [
+        "install/kubernetes/operator/profiles/default.yaml"
+    ]
+    assert spec.archive_paths("install/kubernetes/helm/istio/values.yaml") == [
+        "install/kubernetes/helm/istio/values.yaml"
+    ]
+    assert spec.archive_paths("install/x.sh") == []  # filtered out by include
+    for bad, message in (
+        ({**GOOD, "top": "../up"}, "relative path"),
+        ({**GOOD, "name": "istio.tar.gz"}, "{version}"),
+        ({**GOOD, "copies": [{"from": "a"}]}, "copies"),
+        ({k: v for k, v in GOOD.items() if k != "files"}, "needs exactly"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            archive_spec(bad)
+
+
+def test_a_bad_line_table_is_one_data_error(tmp_path: Path) -> None:
+    text = (release.data_dir("releases") / "example.toml").read_text()
+    broken = text.replace('hub = "gcr.io/istio-testing"', 'hub = "gcr.io/istio-testing"\nfiles_extra = 1', 1)
+    (tmp_path / "example.toml").write_text(broken)
+    with pytest.raises(DataError, match="defaults"):
+        release.matrix(tmp_path)
+    escape = text.replace('"manifests/global.yaml" = "latest"', '"../global.yaml" = "latest"')
+    (tmp_path / "example.toml").write_text(escape)
+    with pytest.raises(DataError, match="inside the istio tree"):
+        release.matrix(tmp_path)
+
+
+def test_tar_gz_is_deterministic(tmp_path: Path) -> None:
+    (tmp_path / "b.yaml").write_text("b\n")
+    (tmp_path / "run.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "run.sh").chmod(0o700)
+    entries = [
+        archives.Entry(name="top/z/b.yaml", source=tmp_path / "b.yaml"),
+        archives.Entry(name="top/run.sh", source=tmp_path / "run.sh", executable=True),
+        archives.Entry(name="top/manifest.yaml", data=b"version: 1\n"),
+    ]
+    one = archives.tar_gz(entries, 1704067200)
+    assert one == archives.tar_gz(list(reversed(entries)), 1704067200)
+    assert one[4:8] == b"\0\0\0\0"  # the gzip header's MTIME field: no time
+    with tarfile.open(fileobj=io.BytesIO(one)) as tar:
+        members = tar.getmembers()
+    assert [m.name for m in members] == ["top", "top/manifest.yaml", "top/run.sh", "top/z", "top/z/b.yaml"]
+    assert {(m.uid, m.gid, m.uname, m.gname, m.mtime) for m in members} == {(0, 0, "", "", 1704067200)}
+    assert {m.name: m.mode for m in members}["top/run.sh"] == 0o755
+    assert {m.name: m.mode for m in members}["top/z/b.yaml"] == 0o644
+
+
+def test_manifest_yaml_reads_back() -> None:
+    import yaml
+
+    data = {"version": "1.5", "deps": {"istio": {"sha": "c3c3"}}, "patches": {"envoy": [], "istio": [{"name": "a"}]}}
+    assert yaml.safe_load(archives.manifest_yaml(data)) == data
+
+
+def test_defaults_patch_on_the_miniature(example_upstream: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "istio"
+    subprocess.run(["git", "clone", "-q", str(example_upstream / "istio"), str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "checkout", "-q", EXAMPLE.pins[release.Component.ISTIO].commit], check=True)
+    assert EXAMPLE.defaults is not None
+    patch = defaults.patch_for(repo, EXAMPLE.defaults, "reg.example/x", "v1", [], tmp_path / "log")
+    text = patch.path.read_text()
+    assert "+  hub: reg.example/x" in text and "+  tag: v1" in text
+    assert "operator/pkg/vfs/assets.gen.go" in text  # regenerated by the miniature's run_update_charts.sh
+    again = defaults.patch_for(repo, EXAMPLE.defaults, "reg.example/x", "v1", [], tmp_path / "log")
+    assert again.path.read_text() == text  # the same bytes: a resumed patch stage sees the same patch
+    wrong = type(EXAMPLE.defaults)(hub="quay.io/other", files={"manifests/global.yaml": "latest"})
+    with pytest.raises(DataError, match="no `hub: quay.io/other` line"):
+        defaults.patch_for(repo, wrong, "reg.example/x", "v1", [], tmp_path / "log")
+
+
+# -- a real build whose istioctl was not regenerated; `invoke release` refusing -------------------
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    work = tmp_path_factory.mktemp("release") / "work"
+    proc = build(work)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    yield work
+
+
+def build(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The example for x86_64 in `work`, with a cache next to it (the same for every build there)."""
+    cache = {"ISTIOBUILD_CACHE_DIR": str(work.parent / "cache")}
+    return invoke("build", "--release", "example", "--arch", "x86_64", "--workdir", str(work), *args, env=cache)
+
+
+def test_plan_names_the_defaults_files_and_the_archives(built: Path) -> None:
+    proc = invoke("plan", "--release", "example", "--arch", "x86_64", "--workdir", str(built), "--hub", "reg.example/i")
+    assert proc.returncode == 0, proc.stderr
+    for text in (
+        "set the default hub reg.example/i and tag example in install/kubernetes/helm/istio/values.yaml",
+        "regenerate operator/pkg/vfs/assets.gen.go by running `bash operator/scripts/run_update_charts.sh`",
+        "istio-0.1.0-linux-amd64.tar.gz",
+        "istioctl from the archive reports version 0.1.0 and `istioctl profile dump` names hub reg.example/i",
+    ):
+        assert text in proc.stdout, text
+
+
+def test_invoke_release_refuses_a_tampered_archive(built: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    shutil.copytree(built / "example-x86_64", work / "example-x86_64", symlinks=True)
+    release_dir = work / "example-x86_64" / "release"
+    arm = tmp_path / "hello"
+    source = tmp_path / "hello.c"
+    source.write_text("int main(void) { return 0; }\n")
+    subprocess.run(["aarch64-linux-gnu-gcc", "-o", str(arm), str(source)], check=True)
+    name = "istioctl-0.1.0-linux-amd64.tar.gz"
+    archives.write_with_sha256(release_dir / name, archives.tar_gz([archives.Entry(name="istioctl", source=arm)], 0))
+    error = one_error(invoke("release", "--workdir", str(work), "--out", str(tmp_path / "dist")))
+    assert f"{name}: istioctl: " in error and "(not x86_64)" in error, error
+    assert not (tmp_path / "dist").exists()  # nothing collected
+    (release_dir / f"{name}.sha256").write_text("0" * 64 + f"  {name}\n")
+    error = one_error(invoke("release", "--workdir", str(work), "--out", str(tmp_path / "dist")))
+    assert "does not hold the sha256" in error
+
+
+def test_an_istioctl_that_was_not_regenerated_fails_the_release_stage(built: Path, tmp_path: Path) -> None:
+    """Set the YAML defaults but keep the old embedded copy (what a hand edit does): the release stage's istioctl
+    check fails, and `invoke release` refuses the archives it left."""
+    ok = invoke("release", "--workdir", str(built), "--out", str(tmp_path / "before"))
+    assert ok.returncode == 0, ok.stderr
+    istio = built / "example" / "istio"
+    subprocess.run(["git", "-C", str(istio), "checkout", "HEAD", "--", "operator/pkg/vfs/assets.gen.go"], check=True)
+    proc = build(built, "--allow-modified")
+    error = one_error(proc)
+    assert "`istioctl profile dump` does not name hub: istio and tag: example" in error, error
+    assert "were not regenerated" in error
+    record = json.loads((built / "example-x86_64" / "archives.json").read_text())
+    assert "checks" not in record
+    refused = one_error(invoke("release", "--workdir", str(built), "--out", str(tmp_path / "after")))
+    assert "did not pass the release stage's checks" in refused
+
+
+def test_wrong_elves_names_each_file_of_another_arch(built: Path) -> None:
+    archive = next((built / "example-x86_64" / "release").glob("istioctl-*.tar.gz"))
+    assert archives.wrong_elves(archive, Arch.X86_64) == (1, [])
+    assert archives.wrong_elves(archive, Arch.AARCH64) == (1, ["istioctl: x86_64"])
+
+
+def test_a_release_whose_istioctl_takes_its_version_as_tag_gets_no_archives_with_another_tag(tmp_path: Path) -> None:
+    base = ("plan", "--release", "1.5.0", "--arch", "aarch64", "--host", "aarch64", "--workdir", str(tmp_path))
+    custom = invoke(*base, "--tag", "1.5.0-kunpeng")
+    assert custom.returncode == 0, custom.stderr
+    assert "no release archives: istioctl 1.5.0 installs istio/<name>:1.5.0" in custom.stdout
+    default = invoke(*base)
+    assert default.returncode == 0, default.stderr
+    assert "istio-1.5.0-linux-arm64.tar.gz" in default.stdout and "no release archives" not in default.stdout
