@@ -125,6 +125,9 @@ ROWS: list[Row] = [
         env={"ISTIOBUILD_NINJA": "$(touch CANARY)"}),
     row("inj-env-bazel-version", BUILD, "ISTIOBUILD_BAZEL_VERSION '1;touch CANARY' is not a bazel version", "CANARY",
         env={"ISTIOBUILD_BAZEL_VERSION": "1;touch CANARY"}),
+    row("inj-env-target-kernel", BUILD, "ISTIOBUILD_TARGET_KERNEL 'page_size=64k;touch CANARY' has page_size "
+        "'64k;touch CANARY', not one of 4k, 16k, 64k", "CANARY",
+        env={"ISTIOBUILD_TARGET_KERNEL": "page_size=64k;touch CANARY"}),
     row("inj-toml-base-images", BUILD,
         f"replacement for 'debian:bookworm-slim' under base_images.x86_64 in TMP/{TOML} 'x;touch CANARY' {REF}: "
         "it contains ';'", "CANARY docker",
@@ -160,6 +163,15 @@ ROWS: list[Row] = [
     row("page-size-5k", [*PLAN, "--page-size", "5k"], "--page-size '5k' is not a page size; use one of auto, 4k, 64k"),
     row("patch-page-size-16k", ["patch", "--release", "example", "--arch", "x86_64", "--workdir", "WORK",
         "--page-size", "16k"], "--page-size '16k' is not a page size", setup="workdir"),
+    row("target-kernel-typo", [*PLAN, "--target-kernel", "pagesize=64k"],
+        "--target-kernel 'pagesize=64k' has an unknown key 'pagesize' (known: page_size, va_bits)"),
+    row("target-kernel-16k", [*PLAN, "--target-kernel", "page_size=16k"],
+        "--target-kernel 'page_size=16k' names a 16K-page kernel: no patch series supports 16k pages yet"),
+    row("target-kernel-contradicts-page-size", ["plan", "--release", "example", "--arch", "aarch64",
+        "--workdir", "WORK", "--target-kernel", "page_size=64k", "--page-size", "4k"],
+        "--page-size '4k' contradicts --target-kernel 'page_size=64k' (a 64K-page kernel)"),
+    row("target-kernel-not-x86_64", [*PLAN, "--target-kernel", "page_size=64k"],
+        "target kernel page_size=64k is not an x86_64 kernel", hint="fix --target-kernel"),
     row("arch-sparc", ["plan", "--release", "example", "--arch", "sparc", "--workdir", "WORK"],
         "unknown arch 'sparc'", hint="use one of: aarch64, x86_64"),
     row("release-unknown", ["plan", "--release", "9.9.9", "--workdir", "WORK"], "unknown release '9.9.9'",
@@ -250,6 +262,9 @@ ROWS: list[Row] = [
     # -- valid but unusual: accepted --------------------------------------------------------------------
     row("ok-page-size-4K", [*PLAN, "--page-size", "4K"], "page size 4k", exit_=0),
     row("ok-page-size-AUTO", PLAN, "page size", exit_=0, env={"ISTIOBUILD_PAGE_SIZE": "AUTO"}),
+    row("ok-target-kernel-64K", ["plan", "--release", "example", "--arch", "aarch64", "--workdir", "WORK",
+        "--target-kernel", "PAGE_SIZE=64K,va_bits=48"], ("page size 64k", "target kernel page_size=64k,va_bits=48"),
+        exit_=0),
     row("ok-unusual-hub-and-tag", [*PLAN, "--hub", "127.0.0.1:5000/a/b", "--tag", "1.5.0_rc.1-x"],
         ("tag 1.5.0_rc.1-x", "127.0.0.1:5000/a/b/pilot:1.5.0_rc.1-x-amd64"), exit_=0),
 ]  # fmt: skip

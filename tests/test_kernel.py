@@ -8,6 +8,7 @@ import gzip
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -189,10 +190,11 @@ def test_this_machine() -> None:
     user_bits = kernel.maps_va_bits(Path("/proc/self/maps").read_text())
     assert user_bits is not None
     if host_arch() is Arch.X86_64:
-        la57 = "la57" in re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M).group(1).split()  # type: ignore[union-attr]
+        flags = re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
+        la57 = flags is not None and "la57" in flags.group(1).split()
         assert here.va_bits == (57 if la57 else 48) and user_bits == 47  # user space: the lower half of 48 bits
     else:
-        assert user_bits <= here.va_bits  # type: ignore[operator]
+        assert here.va_bits is not None and user_bits <= here.va_bits
 
 
 # -- the target kernel's grammar -----------------------------------------------------------------------
@@ -344,22 +346,22 @@ def record_steps(plan: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
 
 def test_plan_follows_and_records_the_target(tmp_path: Path) -> None:
     base = ("plan", "--release", "example", "--arch", "aarch64", "--workdir", str(tmp_path / "w"), "--json")
-    plan = json.loads(invoke(*base, "--target-kernel", "page_size=64K,va_bits=39").stdout)
+    plan = json.loads(invoke(*base, "--target-kernel", "page_size=64K,va_bits=42").stdout)
     assert plan["page_size"] == "64k"  # auto, on an x86_64 host: the target's, not 4k
     assert any(
-        n.startswith("target kernel page_size=64k,va_bits=39: built for 64k pages; warning: 39-bit")
+        n.startswith("target kernel page_size=64k,va_bits=42: built for 64k pages; warning: 42-bit")
         for n in plan["notes"]
     )
     patch = next(s for s in plan["stages"] if s["name"] == "patch")
     assert "0004-wee8-64k-page-size.patch" in json.dumps(patch)  # the series' page_size=64k condition applies
     facts, external = record_steps(plan)
-    assert facts["target_kernel"] == external["targetKernel"] == "page_size=64k,va_bits=39"
+    assert facts["target_kernel"] == external["targetKernel"] == "page_size=64k,va_bits=42"
     assert facts["page_size"] == external["pageSize"] == "64k"
     without = json.loads(invoke(*base).stdout)
     facts, external = record_steps(without)
     assert "target_kernel" not in facts and set(external) == set(provenance.EXTERNAL_PARAMETERS)
     assert not any("target kernel" in n for n in without["notes"]) and without["page_size"] == "4k"
-    wrong = invoke(*base[:-1], "--arch", "x86_64", "--target-kernel", "page_size=64k")
+    wrong = invoke("plan", "--release", "example", "--arch", "x86_64", "--target-kernel", "page_size=64k")
     assert wrong.returncode == 2 and "target kernel page_size=64k is not an x86_64 kernel" in one_error(wrong)
 
 
@@ -378,3 +380,27 @@ def test_provenance_takes_target_kernel_only_as_a_string() -> None:
         provenance.statement(external={**external, "targetKernels": "page_size=64k"}, **args)
     with pytest.raises(ValueError, match="externalParameters.targetKernel is 64, not a string"):
         provenance.statement(external={**external, "targetKernel": 64}, **args)
+
+
+@pytest.mark.slow
+def test_a_real_build_records_the_target_kernel(tmp_path: Path) -> None:
+    """The example built for real: build-record.json and the provenance carry what the plan said."""
+    tag = f"kernel-fit-{os.getpid()}"
+    env = {"ISTIOBUILD_CACHE_DIR": str(tmp_path / "cache"), "ISTIOBUILD_TARGET_KERNEL": "PAGE_SIZE=4k,va_bits=48"}
+    args = ("--release", "example", "--arch", host_arch().value, "--toolchain", "gcc", "--tag", tag)
+    proc = invoke("build", *args, "--workdir", str(tmp_path / "w"), env=env)
+    out = tmp_path / "w" / f"example-{host_arch().value}"
+    try:
+        assert proc.returncode == 0, proc.stderr
+        record = json.loads((out / "build-record.json").read_text())
+        assert (record["target_kernel"], record["page_size"]) == ("page_size=4k,va_bits=48", "4k")
+        statement = json.loads((out / "provenance.json").read_text())
+        provenance.validate(statement)
+        external = statement["predicate"]["buildDefinition"]["externalParameters"]
+        assert (external["targetKernel"], external["pageSize"]) == ("page_size=4k,va_bits=48", "4k")
+    finally:
+        names = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True,
+                               text=True, check=False).stdout.split()  # fmt: skip
+        ours = [n for n in names if n.rpartition(":")[2].startswith(tag)]
+        if ours:
+            subprocess.run(["docker", "rmi", "-f", *ours], capture_output=True, check=False)

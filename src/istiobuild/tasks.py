@@ -298,7 +298,9 @@ def _release(v: dict[str, Any]) -> None:
     from istiobuild.errors import UsageError
 
     if v["out"] is None:
-        raise UsageError("release needs --out DIR", hint="a new directory to gather the archives, manifest and records in")
+        raise UsageError(
+            "release needs --out DIR", hint="a new directory to gather the archives, manifest and records in"
+        )
     settings, _ = config.load(settings_of({"workdir": v["workdir"]}))
     for line in collect.collect(Path(settings.workdir), Path(given(v, "out")), given(v, "release")):
         print(line)
