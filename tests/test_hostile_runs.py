@@ -202,10 +202,11 @@ def statuses(access_log: Path) -> list[tuple[str, int]]:
 
 
 def expected_series(arch: str) -> dict[str, list[str]]:
-    """The patch names each component carries for `arch` (istio also the generated base-image patch)."""
+    """The patch names each component carries for `arch` (istio also the generated base-image and release-defaults
+    patches)."""
     rel = release.get("example")
     names = {c.value: [p.name for p in patches.select(rel, c, Arch(arch))] for c in Component}
-    names["istio"].append("generated/base-images.patch")
+    names["istio"] += ["generated/base-images.patch", "generated/release-defaults.patch"]
     return names
 
 
