@@ -543,3 +543,39 @@ def test_main_prints_the_repositories(tmp_path: Path, capsys: pytest.CaptureFixt
     (tmp_path / "busy" / "x").write_text("", encoding="utf-8")
     assert example.main([str(tmp_path / "busy")]) != 0
     assert "does not hold the example repositories" in capsys.readouterr().err
+
+
+def _older_version_of(
+    dest: Path, tmp_path: Path, author: str = "istiobuild example <example@istiobuild.invalid>"
+) -> None:
+    """What another istiobuild version left: its repositories, one more commit on istio's HEAD (by `author`)."""
+    example.generate(dest)
+    name, _, email = author.partition(" <")
+    env = {**clean_env(tmp_path), "GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email.rstrip(">"),
+           "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email.rstrip(">")}  # fmt: skip
+    git("-C", str(dest / "istio"), "commit", "-q", "--allow-empty", "-m", "older template", env=env)
+
+
+def test_generate_replaces_an_older_example_only_when_asked(tmp_path: Path) -> None:
+    dest = tmp_path / "example-upstream"
+    _older_version_of(dest, tmp_path)
+    with pytest.raises(example.ExampleError, match="does not hold the example repositories"):
+        example.generate(dest)  # `invoke example DEST` never replaces anything
+    repos = example.generate(dest, replace_older=True)  # the checkout stage's workdir copy
+    assert git("-C", str(dest / "istio"), "rev-parse", "HEAD") == repos["istio"].head
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".example-upstream")]  # nothing left aside
+
+
+def test_generate_keeps_an_example_someone_committed_to(tmp_path: Path) -> None:
+    dest = tmp_path / "example-upstream"
+    _older_version_of(dest, tmp_path, author="Someone <someone@example.com>")
+    head = git("-C", str(dest / "istio"), "rev-parse", "HEAD")
+    with pytest.raises(example.ExampleError, match="does not hold the example repositories"):
+        example.generate(dest, replace_older=True)
+    assert git("-C", str(dest / "istio"), "rev-parse", "HEAD") == head  # their commit is still there
+    shutil.rmtree(dest)  # and a file of theirs in an otherwise untouched older copy:
+    _older_version_of(dest, tmp_path)
+    (dest / "istio" / "notes.txt").write_text("mine\n")
+    with pytest.raises(example.ExampleError):
+        example.generate(dest, replace_older=True)
+    assert (dest / "istio" / "notes.txt").read_text() == "mine\n"

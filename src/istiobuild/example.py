@@ -276,12 +276,30 @@ def _existing(dest: Path, expected: Mapping[str, ExampleRepo], env: Mapping[str,
     return problems
 
 
-def generate(dest: Path) -> dict[str, ExampleRepo]:
+def _older_example(dest: Path, env: Mapping[str, str]) -> bool:
+    """dest holds exactly the three repositories, made by this generator (only its identity in any commit of
+    any ref) with clean working trees: the example of another istiobuild version, nobody's work."""
+    if sorted(p.name for p in dest.iterdir()) != sorted(COMPONENTS):
+        return False
+    for name in COMPONENTS:
+        gitdir, tree = dest / name / ".git", dest / name
+        try:
+            people = _git(["--git-dir", str(gitdir), "log", "--all", "--format=%an <%ae>%n%cn <%ce>"], env=env)
+            dirty = _git(["--git-dir", str(gitdir), "--work-tree", str(tree), "status", "--porcelain"], env=env)
+        except ExampleError:
+            return False
+        if set(people.splitlines()) != {f"{_NAME} <{_EMAIL}>"} or dirty:
+            return False
+    return True
+
+
+def generate(dest: Path, *, replace_older: bool = False) -> dict[str, ExampleRepo]:
     """Create dest/envoy, dest/proxy and dest/istio; return them by name.
 
     dest may be missing or an empty directory. If it already holds the expected repositories
-    (same HEAD, pinned commit and tag) they are returned untouched; anything else in dest raises
-    ExampleError and is left as it is.
+    (same HEAD, pinned commit and tag) they are returned untouched. With `replace_older`, the repositories
+    of another version of this generator (nothing else in dest, no commit by anyone else, clean trees) are
+    replaced; anything else in dest raises ExampleError and is left as it is.
     """
     dest = Path(dest).absolute()
     with tempfile.TemporaryDirectory(prefix="istiobuild-example-") as tmp:
@@ -307,16 +325,26 @@ def generate(dest: Path) -> dict[str, ExampleRepo]:
 
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
             problems = _existing(dest, built, env)
+            if problems and replace_older and dest.is_dir() and _older_example(dest, env):
+                older = dest.with_name(f".{dest.name}.older-{os.getpid()}")
+                dest.rename(older)  # aside first: a stop in between leaves dest missing, made again next time
+                _install(staging, dest)
+                shutil.rmtree(older)
+                return at(dest)
             if problems:
                 raise ExampleError(
                     f"{dest} exists and does not hold the example repositories",
                     hint="\n".join([*problems, "choose another directory, or remove this one"]),
                 )
             return at(dest)
-        dest.mkdir(parents=True, exist_ok=True)
-        for name in COMPONENTS:
-            shutil.move(str(staging / name), str(dest / name))
+        _install(staging, dest)
         return at(dest)
+
+
+def _install(staging: Path, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in COMPONENTS:
+        shutil.move(str(staging / name), str(dest / name))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,12 +19,15 @@ class GenerateExample(Action):
     dest: Path
 
     def render(self) -> str:
-        return f"generate the miniature upstream repositories of the example release in {self.dest}"
+        return (
+            f"generate the miniature upstream repositories of the example release in {self.dest} (replacing the "
+            "ones another istiobuild version generated there, if nobody committed to them)"
+        )
 
     def perform(self, ex: Executor) -> None:
         from istiobuild import example
 
-        repos = example.generate(self.dest)
+        repos = example.generate(self.dest, replace_older=True)
         ex.console.info(f"example upstream repositories ready in {self.dest} ({', '.join(sorted(repos))})")
 
 
