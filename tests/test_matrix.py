@@ -81,7 +81,7 @@ def test_several_toolchains_get_their_own_tags_keys_and_manifests() -> None:
     ("args", "words"),
     [
         (["--release", "1.99"], "neither a release nor a release line"),
-        (["--release", "1.6"], "release 1.6.0 is pinned but line 1.6 has no build mechanism yet"),
+        (["--release", "1.6"], "release 1.6.0 is pinned: istiobuild cannot build line 1.6 yet"),
         (["--runner", "cloud"], "is not a runner kind"),
         (["--arch", "riscv64"], "unknown arch"),
         (["--toolchain", "icc"], "unknown toolchain"),

@@ -325,7 +325,7 @@ def test_a_pinned_line_loads_without_a_mechanism_and_is_refused_for_planning(up:
     assert run(up, releases)
     rel = release.load_file(releases / "1.41.toml")["1.41.0"]
     assert not rel.buildable and rel.docker_targets == () and rel.series[Component.ENVOY] == ()
-    with pytest.raises(UsageError, match=r"^release 1\.41\.0 is pinned but line 1\.41 has no build mechanism yet$"):
+    with pytest.raises(UsageError, match=r"^release 1\.41\.0 is pinned: istiobuild cannot build line 1\.41 yet$"):
         make_plan(rel, Arch.X86_64, toolchain("clang"), Settings(), host=Arch.X86_64)
     text = (releases / "1.41.toml").read_text()
     (releases / "1.41.toml").write_text(text.replace('bazel_version = "6.3.2"\n', "", 1))
@@ -347,7 +347,7 @@ def test_shipped_pinned_releases_are_listed_but_not_built() -> None:
         v for v, r in known.items() if r.line in ("1.4", "1.5")
     ]
     stderr = one_error(invoke("plan", "--release", "1.20.3"))
-    assert stderr == "error: release 1.20.3 is pinned but line 1.20 has no build mechanism yet"
+    assert stderr == "error: release 1.20.3 is pinned: istiobuild cannot build line 1.20 yet"
     rows = {r["release"]: r for r in json.loads(invoke("releases", "--json").stdout)}
     assert rows["1.20.3"]["buildable"] is False and rows["1.5.10"]["buildable"] is True
     assert rows["1.20.3"]["envoy"]["repo"] == "istio/envoy" and rows["1.6.0"]["bazel"] == "2.0.0"

@@ -107,6 +107,7 @@ def releases(*, as_json: bool) -> None:
                 "wee8": r.wee8,
                 "series": {k.value: list(v) for k, v in r.series.items()},
                 "note": r.note,
+                "mechanism": r.mechanism.to_json() if r.mechanism else None,
             }
             for r in matrix.values()
         ]

@@ -72,8 +72,11 @@ def make_plan(
     """
     if not release.buildable:
         raise UsageError(
-            f"release {release.version} is pinned but line {release.line} has no build mechanism yet",
-            hint=f'its pins are data only (releases/{release.line}.toml, status = "pinned"); '
+            f"release {release.version} is pinned: istiobuild cannot build line {release.line} yet",
+            hint=f"line {release.line}: {release.mechanism.describe(arch.goarch)}; istiobuild builds only the "
+            "lines `invoke releases` marks buildable so far"
+            if release.mechanism
+            else f'its pins are data only (releases/{release.line}.toml, status = "pinned"); '
             "`invoke releases` shows which releases are buildable",
         )
     if settings.in_container and not settings.builder:

@@ -24,6 +24,8 @@ from istiobuild.linetables import (
     external_images,
     skip_targets,
 )
+from istiobuild.mechanism import Mechanism
+from istiobuild.mechanism import parse as parse_mechanism
 from istiobuild.resources import data_dir
 
 if sys.version_info >= (3, 11):
@@ -80,6 +82,7 @@ class Release:
     archive: ArchiveSpec | None = None  # what the release archives hold
     note: str = ""
     buildable: bool = True  # False for a `status = "pinned"` line: pins only, no build mechanism yet
+    mechanism: Mechanism | None = None  # [line.mechanism]: how upstream builds this line (docs/lines.md)
 
     def docker_targets_for(self, arch: Arch) -> tuple[str, ...]:
         skip = set(self.skip_docker_targets.get(arch, ()))
@@ -115,6 +118,7 @@ _OPTIONAL_LINE_KEYS = {
     "cross": list,
     "defaults": dict,
     "archive": dict,
+    "mechanism": dict,
 }
 _RELEASE_KEYS = {"proxy", "istio", "envoy", "source_date_epoch", "extra_patches", "note"}
 
@@ -206,7 +210,7 @@ def _load_line(path: Path) -> dict[str, Release]:
         where = f"[release.{version!r}]"
         if not _RELEASE_NAME.match(version):
             raise _fail(path, where, "release name has characters that are not allowed")
-        overridable = (set(_LINE_KEYS) | set(_OPTIONAL_LINE_KEYS)) - {"name", "repos", "patches"}
+        overridable = (set(_LINE_KEYS) | set(_OPTIONAL_LINE_KEYS)) - {"name", "repos", "patches", "mechanism"}
         unknown = set(table) - _RELEASE_KEYS - overridable
         if unknown:
             raise _fail(path, where, f"unknown keys {sorted(unknown)}")
@@ -268,6 +272,7 @@ def _build(path: Path, where: str, version: str, line: Mapping[str, Any], table:
         source_date_epoch=epoch,
         note=str(table.get("note", "")),
         buildable=line["status"] == BUILDABLE,
+        mechanism=_mechanism(path, where, line, version),
     )
 
 
@@ -309,6 +314,15 @@ def _archive(path: Path, where: str, line: Mapping[str, Any]) -> ArchiveSpec | N
         return archive_spec(line["archive"])
     except ValueError as exc:
         raise _fail(path, f"{where} archive", str(exc)) from None
+
+
+def _mechanism(path: Path, where: str, line: Mapping[str, Any], version: str) -> Mechanism | None:
+    if not line["mechanism"]:
+        return None
+    try:
+        return parse_mechanism(line["mechanism"], line=line["name"], version=version)
+    except ValueError as exc:
+        raise _fail(path, f"{where} [line.mechanism]", str(exc)) from None
 
 
 def _repo_from_url(url: str) -> str:
