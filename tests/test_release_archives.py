@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 
 from helpers import invoke, one_error
-from istiobuild import archives, defaults, provenance, release
+from istiobuild import archives, defaults, fsutil, provenance, release
 from istiobuild.arch import Arch
 from istiobuild.archivespec import archive_spec
 from istiobuild.errors import DataError
+from istiobuild.stages.release import RemoveArchives
 
 EXAMPLE = release.get("example")
 GOOD = {
@@ -46,9 +47,17 @@ def test_rewrite_sets_only_the_upstream_default_lines() -> None:
     )
     new, hubs, tags = defaults.rewrite(text, "gcr.io/istio-testing", "1.5-dev", "127.0.0.1:5000/istio", "1.5.0")
     assert (hubs, tags) == (1, 1)
-    assert "  hub: 127.0.0.1:5000/istio  # dev builds\n  tag: 1.5.0\n" in new
+    assert '  hub: 127.0.0.1:5000/istio  # dev builds\n  tag: "1.5.0"\n' in new
     assert "hub: docker.io/prom\n  tag: v2.15.1" in new  # an addon's own image is not ours
     assert defaults.rewrite("tag: latest\n", "x", "latest", "h", "1.5")[0] == 'tag: "1.5"\n'  # a string, not 1.5
+
+
+@pytest.mark.parametrize("value", ["1.5", "1.5.0", "0x10", "1_000", "1e3", "y", "No", "null", "example", "v1.2",
+                                   "127.0.0.1:5000/istio", "reg.example/x", "1.5.0-kunpeng"])  # fmt: skip
+def test_yaml_reads_back_every_hub_and_tag_as_the_same_string(value: str) -> None:
+    import yaml
+
+    assert yaml.safe_load(f"tag: {defaults.yaml_scalar(value)}") == {"tag": value}
 
 
 def test_archive_spec_is_validated_and_maps_tree_paths() -> None:
@@ -167,22 +176,92 @@ def test_plan_names_the_defaults_files_and_the_archives(built: Path) -> None:
         assert text in proc.stdout, text
 
 
-def test_invoke_release_refuses_a_tampered_archive(built: Path, tmp_path: Path) -> None:
-    work = tmp_path / "work"
+def _collect(work: Path, out: Path, *more: str) -> str:
+    """`invoke release` that must fail: its one error line; nothing written to `out`."""
+    error = one_error(invoke("release", "--workdir", str(work), "--out", str(out), *more))
+    assert not out.exists()
+    return error
+
+
+def test_invoke_release_refuses_what_the_build_did_not_make(built: Path, tmp_path: Path) -> None:
+    work, dist = tmp_path / "work", tmp_path / "dist"
     shutil.copytree(built / "example-x86_64", work / "example-x86_64", symlinks=True)
-    release_dir = work / "example-x86_64" / "release"
-    arm = tmp_path / "hello"
-    source = tmp_path / "hello.c"
+    out = work / "example-x86_64"
+    name = "istioctl-0.1.0-linux-amd64.tar.gz"
+    original = (out / "release" / name).read_bytes()
+    arm, source = tmp_path / "hello", tmp_path / "hello.c"
     source.write_text("int main(void) { return 0; }\n")
     subprocess.run(["aarch64-linux-gnu-gcc", "-o", str(arm), str(source)], check=True)
-    name = "istioctl-0.1.0-linux-amd64.tar.gz"
-    archives.write_with_sha256(release_dir / name, archives.tar_gz([archives.Entry(name="istioctl", source=arm)], 0))
-    error = one_error(invoke("release", "--workdir", str(work), "--out", str(tmp_path / "dist")))
-    assert f"{name}: istioctl: " in error and "(not x86_64)" in error, error
-    assert not (tmp_path / "dist").exists()  # nothing collected
-    (release_dir / f"{name}.sha256").write_text("0" * 64 + f"  {name}\n")
-    error = one_error(invoke("release", "--workdir", str(work), "--out", str(tmp_path / "dist")))
-    assert "does not hold the sha256" in error
+    forged = archives.tar_gz([archives.Entry(name="istioctl", source=arm, executable=True)], 0)
+    digest = archives.write_with_sha256(out / "release" / name, forged)  # with a .sha256 that matches it
+    assert "is not what the build recorded and its provenance names" in _collect(work, dist)
+    # a forgery that also rewrote the records (unsigned provenance): the ELF check still refuses it
+    for record, key in (("archives.json", "archives"), ("provenance.json", "subject")):
+        data = json.loads((out / record).read_text())
+        for entry in data[key]:
+            if entry["name"] in (name, f"release/{name}"):
+                entry.update({"sha256": digest} if key == "archives" else {"digest": {"sha256": digest}})
+        (out / record).write_text(json.dumps(data))
+    error = _collect(work, dist)
+    assert f"{name}: istioctl: aarch64 (not x86_64)" in error, error
+    archives.write_with_sha256(out / "release" / name, original)
+    (out / "release" / f"{name}.sha256").write_text("0" * 64 + f"  {name}\n")
+    assert "is not what the build recorded" in _collect(work, dist) or "does not hold the sha256" in _collect(
+        work, dist
+    )
+
+
+def test_invoke_release_refuses_an_unfinished_arch_and_bad_arguments(built: Path, tmp_path: Path) -> None:
+    work, dist = tmp_path / "work", tmp_path / "dist"
+    shutil.copytree(built / "example-x86_64", work / "example-x86_64", symlinks=True)
+    out = work / "example-x86_64"
+    (out / "provenance.json").rename(tmp_path / "provenance.json")
+    assert "has no valid provenance" in _collect(work, dist)  # the record stage did not run
+    (tmp_path / "provenance.json").rename(out / "provenance.json")
+    (out / "archives.json").write_text('{"archives": "not a list", "checks": {}}')
+    assert "are incomplete or did not pass the release stage's checks" in _collect(work, dist)
+    (out / "archives.json").unlink()  # a Ctrl-C while the stage wrote the archives: refused, not left out
+    assert "are incomplete" in _collect(work, dist)
+    assert "is inside the workdir" in _collect(work, out / "sbom" / "dist")
+    assert "starts with '-'" in _collect(work, Path("-x"))
+    assert "is not a release name" in _collect(built, dist, "--release", "$(touch x)")
+    with fsutil.workdir_lock(built):
+        assert "another istiobuild is already running" in _collect(built, dist)
+
+
+def test_a_replaced_istioctl_is_not_shipped(built: Path, tmp_path: Path) -> None:
+    """A binary put in istio's out dir after the istio stage: the release stage refuses to pack it."""
+    istioctl = built / "example" / "istio" / "out" / "linux_amd64" / "istioctl"
+    original = istioctl.read_bytes()
+    shutil.copyfile(istioctl.parent / "pilot-agent", istioctl)
+    try:
+        error = one_error(build(built))
+        assert "is not the istioctl the istio stage built and checked" in error, error
+    finally:
+        istioctl.write_bytes(original)
+    again = build(built)  # the one the istio stage built: packed again (only the release and record stages run)
+    assert again.returncode == 0 and "skip istio: up to date" in again.stderr, again.stderr
+
+
+def test_a_build_without_archives_removes_an_earlier_build_s(tmp_path: Path) -> None:
+    """1.5.0 with another tag makes no archives (istioctl takes its version as the tag): the stage removes the
+    archives and archives.json an earlier build left, so neither the provenance nor `invoke release` take them."""
+    proc = invoke("plan", "--release", "1.5.0", "--arch", "aarch64", "--host", "aarch64", "--workdir", str(tmp_path),
+                  "--tag", "other", "--json")  # fmt: skip
+    stage = next(s for s in json.loads(proc.stdout)["stages"] if s["name"] == "release")
+    [step] = stage["steps"]
+    assert step["action"] == "RemoveArchives" and "remove" in step["does"], step
+    assert step["paths"] == [
+        str(tmp_path / "1.5.0-aarch64" / "release"),
+        str(tmp_path / "1.5.0-aarch64" / "archives.json"),
+    ]
+    for path in step["paths"]:  # what an earlier build left; the action removes both
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "1.5.0-aarch64" / "release").mkdir()
+    (tmp_path / "1.5.0-aarch64" / "release" / "istio-1.5.0-linux-arm64.tar.gz").write_bytes(b"old")
+    (tmp_path / "1.5.0-aarch64" / "archives.json").write_text("{}")
+    RemoveArchives(paths=tuple(Path(x) for x in step["paths"])).perform(None)  # type: ignore[arg-type]
+    assert not any(Path(x).exists() for x in step["paths"])
 
 
 def test_an_istioctl_that_was_not_regenerated_fails_the_release_stage(built: Path, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import tarfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 from istiobuild import elf, fsutil
@@ -35,8 +35,11 @@ class Entry:
         return self.source.read_bytes() if self.source is not None else self.data
 
 
-def install_entries(spec: ArchiveSpec, istio: Path, istioctl: Path, manifest: str, top: str) -> list[Entry]:
-    """The install archive's files: `files` as they are, `dirs` filtered by `include`, istioctl, manifest.yaml."""
+def install_entries(
+    spec: ArchiveSpec, istio: Path, istioctl: Path, manifest: str, top: str, tracked: Collection[str] | None = None
+) -> list[Entry]:
+    """The install archive's files: `files` as they are, `dirs` filtered by `include`, `copies`, istioctl,
+    manifest.yaml; from the istio tree only the files in `tracked` (what git tracks there) when given."""
     entries = [Entry(name=f"{top}/{spec.istioctl}", source=istioctl, executable=True)]
     entries.append(Entry(name=f"{top}/manifest.yaml", data=manifest.encode()))
     for name in spec.files:
@@ -45,20 +48,21 @@ def install_entries(spec: ArchiveSpec, istio: Path, istioctl: Path, manifest: st
             raise StepFailed(f"the release archive takes {name} from the istio tree, which has no such file")
         entries.append(_entry(f"{top}/{name}", path))
     for directory in spec.dirs:
-        for path in _files(istio / directory):
+        for path in _files(istio / directory, istio, tracked):
             if any(fnmatch.fnmatch(path.name, p) for p in spec.include):
                 entries.append(_entry(f"{top}/{path.relative_to(istio).as_posix()}", path))
     for source, dest in spec.copies:
         root = istio / source
         if not root.exists():
             raise StepFailed(f"the release archive takes {source} from the istio tree, which has no such path")
-        for path in [root] if root.is_file() else _files(root):
+        for path in [root] if root.is_file() else _files(root, istio, tracked):
             entries.append(_entry(f"{top}/{dest}{path.as_posix()[len(root.as_posix()) :]}", path))
     return entries
 
 
-def _files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+def _files(root: Path, tree: Path, tracked: Collection[str] | None) -> list[Path]:
+    found = (p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+    return sorted(p for p in found if tracked is None or p.relative_to(tree).as_posix() in tracked)
 
 
 def _entry(name: str, path: Path) -> Entry:

@@ -5,6 +5,7 @@ and reports the version, the charts, profiles and istioctl name this build's hub
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,10 @@ from typing import Any
 from istiobuild import archives, dockerapi, fsutil
 from istiobuild.arch import Arch
 from istiobuild.archivespec import ArchiveSpec, DefaultsSpec
+from istiobuild.downloads import sha256_file
 from istiobuild.errors import StepFailed
 from istiobuild.executor import Executor
+from istiobuild.git import git
 from istiobuild.release import Component
 from istiobuild.stages import istio, record
 from istiobuild.stages.images import names
@@ -57,13 +60,16 @@ class MakeArchives(Action):
     manifest: Mapping[str, Any]  # the release manifest without its outputs (filled in when run)
     images: tuple[str, ...]
     patches: Path  # the patch stage's record: every patch applied, generated ones too, with sha256
+    built: Path  # the istio stage's record: the sha256 of the istioctl it built and checked
     record: Path
 
     def render(self) -> str:
         spec = self.a.spec
+        copies = "".join(f", {source} as {dest}" for source, dest in spec.copies)
         return (
-            f"write {self.a.install} ({self.a.top}/: {spec.istioctl} from {self.a.istioctl}, {MANIFEST}, "
-            f"{', '.join(spec.files)}, and from {', '.join(spec.dirs)} the files matching {' '.join(spec.include)}; "
+            f"write {self.a.install} ({self.a.top}/: {spec.istioctl} from {self.a.istioctl} (only if its sha256 is "
+            f"the one {self.built} records), {MANIFEST}, {', '.join(spec.files)}{copies}, and from "
+            f"{', '.join(spec.dirs)} the files git tracks matching {' '.join(spec.include)}; "
             f"from {self.a.istio_dir}), {self.a.istioctl_archive} (istioctl), a .sha256 for each, and "
             f"{self.a.out / MANIFEST} (the inputs, the images' IDs, the archives' sha256); sorted entries, owner "
             f"0:0, mtime {self.a.epoch}, gzip without name or time"
@@ -71,12 +77,21 @@ class MakeArchives(Action):
 
     def perform(self, ex: Executor) -> None:
         self.record.unlink(missing_ok=True)  # `invoke release` takes only archives whose check passed
+        recorded = ((fsutil.read_json_object(self.built) or {}).get("istioctl") or {}).get("sha256")
+        if not self.a.istioctl.is_file() or sha256_file(self.a.istioctl) != recorded:
+            raise StepFailed(
+                f"{self.a.istioctl} is not the istioctl the istio stage built and checked (sha256 {recorded or 'none'} "
+                f"in {self.built})",
+                hint="rebuild it: `invoke build ... --from istio`",
+                log=ex.log,
+            )
         ids = dockerapi.local_image_ids()
         images = [{"name": n, "imageID": ids.get(dockerapi.short_name(n), "")} for n in self.images]
         applied = fsutil.read_json_object(self.patches) or {}
         patches = {c.value: applied.get(c.value, []) for c in Component}
         inner = archives.manifest_yaml({**self.manifest, "patches": patches, "images": images})
-        entries = archives.install_entries(self.a.spec, self.a.istio_dir, self.a.istioctl, inner, self.a.top)
+        tracked = set(git(self.a.istio_dir, "ls-files", "-z").stdout.split("\0"))  # not what a build left around
+        entries = archives.install_entries(self.a.spec, self.a.istio_dir, self.a.istioctl, inner, self.a.top, tracked)
         outputs = []
         for path, content in (
             (self.a.install, entries),
@@ -88,6 +103,25 @@ class MakeArchives(Action):
         outer = {**self.manifest, "patches": patches, "images": images, "archives": outputs}
         fsutil.write_atomic(self.a.out / MANIFEST, archives.manifest_yaml(outer))
         fsutil.write_json(self.record, {"archives": outputs, "images": images, "manifest": dict(self.manifest)})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RemoveArchives(Action):
+    """This build makes no archives: what an earlier build in the workdir left must not pass for this one's."""
+
+    paths: tuple[Path, ...]
+
+    def render(self) -> str:
+        return (
+            f"remove {' and '.join(map(str, self.paths))} if an earlier build left them (this build makes no archives)"
+        )
+
+    def perform(self, ex: Executor) -> None:
+        for path in self.paths:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -103,7 +137,7 @@ class CheckArchives(Action):
             f"check {self.a.install.name} and {self.a.istioctl_archive.name}: the .sha256 files, every ELF file is "
             f"{self.a.arch}; istioctl from the archive reports version {self.a.version}"
             + (f" and `istioctl {check}` names hub {self.a.hub} and tag {self.a.tag}" if check else "")
-            + f"; the archive's copies of {files} name them as defaults; results in {self.record}"
+            + f"; wherever the archive carries one of {files}, it names them as defaults; results in {self.record}"
         )
 
     def perform(self, ex: Executor) -> None:
@@ -199,7 +233,11 @@ def plan(p: PlanInput) -> Stage:
             f"version as the default tag), but this build's images are tagged {p.tag}; leave --tag out to get archives"
         )
     if skipped or spec is None:
-        return Stage(name=StageName.RELEASE, summary="release archives", steps=(), notes=(skipped,))
+        stale = (out_dir(p), p.layout.record("archives"))
+        return Stage(
+            name=StageName.RELEASE, summary="no release archives", steps=(RemoveArchives(paths=stale),),
+            notes=(skipped,),
+        )  # fmt: skip
     a = Archives(
         spec=spec,
         defaults=p.release.defaults,
@@ -218,11 +256,22 @@ def plan(p: PlanInput) -> Stage:
         summary=f"istioctl and install archives for {p.arch}, with {p.settings.hub} and {p.tag} as defaults",
         steps=(
             MakeArchives(
-                a=a, manifest=manifest(p), images=names(p, p.arch_tag), patches=p.layout.record("patches"), record=rec
+                a=a,
+                manifest=manifest(p),
+                images=names(p, p.arch_tag),
+                patches=p.layout.record("patches"),
+                built=p.layout.record("istio"),
+                record=rec,
             ),
             CheckArchives(a=a, host=p.host, record=rec),
         ),
         reads=(a.istio_dir,),
-        consumes=(a.istioctl, p.layout.record("patches")),
-        produces=(a.install, a.istioctl_archive, a.out / MANIFEST, rec),
+        consumes=(a.istioctl, p.layout.record("patches"), p.layout.record("istio")),
+        produces=(
+            a.install,
+            a.istioctl_archive,
+            *(x.with_name(f"{x.name}.sha256") for x in (a.install, a.istioctl_archive)),
+            a.out / MANIFEST,
+            rec,
+        ),
     )

@@ -14,7 +14,7 @@ import (
 	"istio.io/pkg/version"
 )
 
-var setting = regexp.MustCompile(`(?m)^\s*(hub|tag):\s*(\S+)\s*$`)
+var setting = regexp.MustCompile(`(?m)^\s*(hub|tag):\s*"?([^"\s]+)"?\s*$`) // a YAML string, quoted or not
 
 func main() {
 	args := strings.Join(os.Args[1:], " ")
