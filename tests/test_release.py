@@ -12,11 +12,13 @@ from istiobuild.release import Component
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "tags-1.4-1.5.csv"
 GA = [f"1.4.{i}" for i in range(11)] + [f"1.5.{i}" for i in range(11)]
+GA_16 = [f"1.6.{i}" for i in range(15) if i != 11]  # 1.6.11's envoy is pinned in istio-private only: pins only
 
 
 def test_matrix_has_every_ga_release_in_order() -> None:
     names = [v for v, r in release.matrix().items() if r.line != "example" and r.buildable]
-    assert names == GA
+    assert names == GA + GA_16
+    assert not release.get("1.6.11").buildable
 
 
 @pytest.mark.upstream
@@ -119,3 +121,18 @@ def test_invalid_data_is_rejected_on_load(tmp_path: Path, edit, message: str) ->
     (tmp_path / "9.0.toml").write_text(edit(LINE % (SHA, SHA, SHA, "b" * 64)))
     with pytest.raises(DataError, match=message):
         release.matrix(tmp_path)
+
+
+def test_a_release_whose_envoy_nobody_can_fetch_is_refused_with_why(tmp_path: Path) -> None:
+    """1.6.11: the proxy pins istio-private/envoy and no public repository has the commit; 1.6.10 builds."""
+    from helpers import invoke, one_error
+
+    rel = release.get("1.6.11")
+    assert rel.envoy_unfetchable and not rel.buildable and release.get("1.6.10").buildable
+    base = ("plan", "--arch", "aarch64", "--host", "aarch64", "--workdir", str(tmp_path))
+    error = one_error(invoke(*base, "--release", "1.6.11"))
+    assert error == (
+        "error: release 1.6.11 cannot be built: its envoy (istio-private/envoy@923607b3f7f8) is in a private "
+        "repository with no public copy"
+    )
+    assert invoke(*base, "--release", "1.6.10").returncode == 0

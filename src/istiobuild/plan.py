@@ -70,6 +70,14 @@ def make_plan(
     The mode (native, cross, emulated) is decided first; a combination that would build for the host
     while claiming the target is refused here, before any work, naming the modes that would work.
     """
+    if not release.buildable and release.envoy_unfetchable:
+        raise UsageError(
+            f"release {release.version} cannot be built: its envoy ({release.pins[Component.ENVOY].repo}@"
+            f"{release.pins[Component.ENVOY].commit[:12]}) is in a private repository with no public copy",
+            hint=f"{release.note} (the other releases of line {release.line} build)"
+            if release.note
+            else f"the other releases of line {release.line} build",
+        )
     if not release.buildable:
         raise UsageError(
             f"release {release.version} is pinned: istiobuild cannot build line {release.line} yet",

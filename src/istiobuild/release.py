@@ -81,8 +81,13 @@ class Release:
     defaults: DefaultsSpec | None = None  # the files naming the default hub and tag, and what is generated from them
     archive: ArchiveSpec | None = None  # what the release archives hold
     note: str = ""
-    buildable: bool = True  # False for a `status = "pinned"` line: pins only, no build mechanism yet
+    buildable: bool = True  # False for a `status = "pinned"` line, or an envoy nobody can fetch (envoy_unfetchable)
     mechanism: Mechanism | None = None  # [line.mechanism]: how upstream builds this line (docs/lines.md)
+
+    @property
+    def envoy_unfetchable(self) -> bool:
+        """The envoy is pinned in istio-private and no public repository holds the commit (1.6.11): pins only."""
+        return "/istio-private/" in self.urls[Component.ENVOY]
 
     def docker_targets_for(self, arch: Arch) -> tuple[str, ...]:
         skip = set(self.skip_docker_targets.get(arch, ()))
@@ -271,7 +276,8 @@ def _build(path: Path, where: str, version: str, line: Mapping[str, Any], table:
         series=_series(path, where, line, table),
         source_date_epoch=epoch,
         note=str(table.get("note", "")),
-        buildable=line["status"] == BUILDABLE,
+        buildable=line["status"] == BUILDABLE
+        and "/istio-private/" not in urls[Component.ENVOY],  # see envoy_unfetchable
         mechanism=_mechanism(path, where, line, version),
     )
 
