@@ -39,10 +39,10 @@ ISTIO_COMMIT = release.get("example").pins[release.Component.ISTIO].commit
 GOARCH = {"aarch64": "arm64", "x86_64": "amd64"}
 
 
-def build(work: Path, cache: Path, arch: str, hub: str, key: Path) -> dict[str, Any]:
+def build(work: Path, cache: Path, arch: str, hub: str, key: Path, config: Path) -> dict[str, Any]:
     proc = invoke(
         "build", "--release", "example", "--arch", arch, "--workdir", str(work), "--hub", hub, "--push",
-        "--signing-key", str(key), env={"ISTIOBUILD_CACHE_DIR": str(cache)},
+        "--signing-key", str(key), env={"ISTIOBUILD_CACHE_DIR": str(cache)}, cwd=config,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = work / f"example-{arch}"
@@ -54,6 +54,30 @@ def build(work: Path, cache: Path, arch: str, hub: str, key: Path) -> dict[str, 
         "pushed": record["pushed"],
         "out": out,
     }
+
+
+def own_base_images(config: Path, hub: str) -> Path:
+    """istiobuild.toml in `config` mapping the example's base images to ones only this module uses (the example's
+    busybox rootfs imported again for each arch, with another ID): no other build on the daemon, also one running
+    at the same time in another test worker, makes layers the classic builder could take from its cache."""
+    from istiobuild import baseimages, dockerapi, normalize
+
+    lines = []
+    for arch, goarch in GOARCH.items():
+        name = f"{hub.rpartition('/')[2]}-base:{goarch}"
+        tar = config / f"busybox-{goarch}.tar"
+        tar.write_bytes(baseimages.busybox_rootfs(baseimages.busybox_deb(Arch(arch), config / "debs", config / "log")))
+        docker("import", "--platform", f"linux/{goarch}", str(tar), name)
+        cli = dockerapi.client()
+        normalize.normalize(
+            cli, name, arch=Arch(arch), epoch=0, labels={"io.istiobuild.test": hub},
+            keep=normalize.layer_ids(cli, [name]), scratch=config / "scratch",
+        )  # fmt: skip
+        lines.append(
+            f'[base_images.{arch}]\n"debian:bookworm-slim" = "{name}"\n"gcr.io/distroless/cc:latest" = "{name}"\n'
+        )
+    (config / "istiobuild.toml").write_text("\n".join(lines))
+    return config
 
 
 def forget_images(hub: str) -> None:
@@ -78,11 +102,20 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
+def hub_and_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The hub of this module's builds and the directory whose istiobuild.toml names its own base images: every
+    `invoke` of a build or rebuild here runs there."""
+    hub = f"127.0.0.1:{free_port()}/repro{uuid.uuid4().hex[:8]}"
+    yield hub, own_base_images(tmp_path_factory.mktemp("repro-config"), hub)
+    docker("rmi", "-f", *(f"{hub.rpartition('/')[2]}-base:{g}" for g in GOARCH.values()), check=False)
+
+
+@pytest.fixture(scope="module")
 def twice(
-    tmp_path_factory: pytest.TempPathFactory, keys: dict[str, Path]
+    keys: dict[str, Path], hub_and_config: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[dict[str, Any], dict[str, Any], str]]:
-    port = free_port()
-    hub = f"127.0.0.1:{port}/repro{uuid.uuid4().hex[:8]}"
+    hub, config = hub_and_config
+    port = int(hub.split(":")[1].split("/")[0])
     runs: list[dict[str, Any]] = []
     registry = None
     try:
@@ -90,7 +123,7 @@ def twice(
             forget_images(hub)
             root = tmp_path_factory.mktemp(f"repro-{name}")
             _, registry = start_registry(root / "registry", port=port)
-            runs.append({arch: build(root / "work", root / "cache", arch, hub, keys["key"]) for arch in ARCHES})
+            runs.append({arch: build(root / "work", root / "cache", arch, hub, keys["key"], config) for arch in ARCHES})
             if name == "first":
                 registry.terminate()
                 registry.wait(timeout=30)
@@ -290,20 +323,25 @@ def test_manifest_refuses_an_unverified_image(twice: Twice, keys: dict[str, Path
 # -- invoke rebuild ----------------------------------------------------------------------------
 
 
-def test_rebuild_reports_identical(twice: Twice, tmp_path: Path) -> None:
+def test_rebuild_reports_identical(twice: Twice, hub_and_config: tuple[str, Path], tmp_path: Path) -> None:
     _, second, _ = twice
     record = second["x86_64"]["out"] / "build-record.json"
-    proc = invoke("rebuild", "--record", str(record), "--workdir", str(tmp_path / "again"))
+    proc = invoke("rebuild", "--record", str(record), "--workdir", str(tmp_path / "again"), cwd=hub_and_config[1])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[-1] == f"{len(lines) - 1} of {len(lines) - 1} artifacts identical", proc.stdout
     assert any(line.startswith("identical  envoy") for line in lines)
 
 
-def test_rebuild_names_what_a_changed_toolchain_changes(twice: Twice, tmp_path: Path) -> None:
+def test_rebuild_names_what_a_changed_toolchain_changes(
+    twice: Twice, hub_and_config: tuple[str, Path], tmp_path: Path
+) -> None:
     _, second, _ = twice
     record = second["x86_64"]["out"] / "build-record.json"
-    proc = invoke("rebuild", "--record", str(record), "--workdir", str(tmp_path / "gcc"), "--toolchain", "gcc")
+    proc = invoke(
+        "rebuild", "--record", str(record), "--workdir", str(tmp_path / "gcc"), "--toolchain", "gcc",
+        cwd=hub_and_config[1],
+    )  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "DIFFERS    envoy" in proc.stdout
     assert "first difference at offset" in proc.stdout and "section" in proc.stdout
