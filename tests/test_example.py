@@ -45,9 +45,9 @@ def git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) 
     return proc.stdout.strip()
 
 
-def pins() -> dict[str, dict[str, str]]:
-    data = tomllib.loads(TOML.read_text(encoding="utf-8"))
-    release: dict[str, dict[str, str]] = data["release"]["example"]
+def pins(name: str = "example") -> dict[str, dict[str, str]]:
+    data = tomllib.loads((TOML.parent / f"{name}.toml").read_text(encoding="utf-8"))
+    release: dict[str, dict[str, str]] = data["release"][name]
     return {name: release[name] for name in ("envoy", "proxy", "istio")}
 
 
@@ -100,7 +100,7 @@ def test_generation_is_deterministic_and_matches_the_toml(
     generated: dict[str, example.ExampleRepo], tmp_path: Path
 ) -> None:
     again = example.generate(tmp_path / "other")
-    assert list(generated) == list(again) == ["envoy", "proxy", "istio"]
+    assert list(generated) == list(again) == ["envoy", "proxy", "istio", "istio-next"]
     for name, repo in generated.items():
         other = again[name]
         assert (repo.commit, repo.head, repo.tag, repo.sha256) == (
@@ -113,6 +113,10 @@ def test_generation_is_deterministic_and_matches_the_toml(
     toml = pins()
     for name in ("proxy", "istio"):
         assert toml[name] == {"tag": "0.1.0", "commit": generated[name].commit}
+    # example-next: the same envoy and proxy, istio-next (istio with the 1.18+ mechanisms on top)
+    nxt = pins("example-next")
+    assert nxt["istio"] == {"tag": "0.1.0", "commit": generated["istio-next"].commit}
+    assert (nxt["proxy"], nxt["envoy"]) == (toml["proxy"], toml["envoy"])
     assert toml["envoy"] == {
         "repo": "example/envoy",
         "commit": generated["envoy"].commit,
@@ -159,7 +163,7 @@ def test_caller_environment_and_config_do_not_matter(
 
 def test_tags_peel_to_the_pinned_commits(generated: dict[str, example.ExampleRepo], tmp_path: Path) -> None:
     env = clean_env(tmp_path)
-    toml = pins()
+    toml = {**pins(), "istio-next": pins("example-next")["istio"]}
     for name, repo in generated.items():
         gitdir = str(repo.path / ".git")
         assert git("--git-dir", gitdir, "rev-parse", "HEAD", env=env) == repo.head
@@ -271,6 +275,13 @@ def test_file_modes_are_explicit(generated: dict[str, example.ExampleRepo], tmp_
         "istio/common/scripts/gobuild.sh",
         "istio/operator/scripts/run_update_charts.sh",
         "proxy/bazel/bazel_get_workspace_status",
+        # istio-next keeps istio's modes and adds its own scripts
+        "istio-next/bin/init.sh",
+        "istio-next/common/scripts/gobuild.sh",
+        "istio-next/operator/scripts/run_update_charts.sh",
+        "istio-next/bin/build_ztunnel.sh",
+        "istio-next/tools/docker-copy.sh",
+        "istio-next/tools/docker",
     }
     assert set(modes.values()) == {"100644", "100755"}
 
@@ -527,7 +538,7 @@ def test_generate_fills_an_empty_directory(tmp_path: Path) -> None:
     dest = tmp_path / "empty"
     dest.mkdir()
     repos = example.generate(dest)
-    assert sorted(p.name for p in dest.iterdir()) == ["envoy", "istio", "proxy"]
+    assert sorted(p.name for p in dest.iterdir()) == ["envoy", "istio", "istio-next", "proxy"]
     assert all(r.path.parent == dest for r in repos.values())
 
 

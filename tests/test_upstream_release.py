@@ -18,7 +18,7 @@ from istiobuild import release, upstream
 from istiobuild.arch import Arch
 
 MIRRORS = os.environ.get("ISTIOBUILD_UPSTREAM_MIRRORS", "")
-WITH_DEFAULTS = [v for v, r in release.matrix().items() if r.line != "example" and r.defaults is not None]
+WITH_DEFAULTS = [v for v, r in release.matrix().items() if not r.example and r.defaults is not None]
 
 pytestmark = [
     pytest.mark.upstream,

@@ -25,6 +25,7 @@ from istiobuild import dockerapi, fsutil
 from istiobuild.arch import Arch
 from istiobuild.errors import DataError, ToolError
 from istiobuild.git import git, out, scratch_index
+from istiobuild.imagedefs import make_defaults
 from istiobuild.linetables import BASE_TARGET
 from istiobuild.normalize import layer_ids, normalize
 from istiobuild.patches import PatchSource
@@ -46,23 +47,37 @@ BUSYBOX_APPLETS = (
 )  # fmt: skip
 
 
-def rewrite(text: str, mapping: Mapping[str, str]) -> str:
-    """Replace the image of every FROM line that the map names."""
+def rewrite(text: str, mapping: Mapping[str, str], build_args: Mapping[str, str] | None = None) -> str:
+    """Replace the image of every FROM line that the map names: as written, or (given the build args the
+    builder passes) as it resolves, `${ISTIO_BASE_REGISTRY}/base:${BASE_VERSION}` for instance."""
+    args: dict[str, str] = {}
+    stages = False
     lines = []
     for original in text.splitlines(keepends=True):
         line = original
+        arg = _ARG.match(line)
+        if arg and not stages and build_args is not None:
+            args[arg.group(1)] = build_args.get(arg.group(1), arg.group(2) or "")
         match = _FROM.match(line)
-        if match and match.group(2) in mapping:
-            line = f"{match.group(1)}{mapping[match.group(2)]}{match.group(3)}" + ("\n" if line.endswith("\n") else "")
+        if match:
+            stages = True
+            image = match.group(2)
+            resolved = _VARIABLE.sub(lambda v: args.get(v.group(1), v.group(0)), image) if args else image
+            use = mapping.get(image) or mapping.get(resolved)
+            if use:
+                line = f"{match.group(1)}{use}{match.group(3)}" + ("\n" if line.endswith("\n") else "")
         lines.append(line)
     return "".join(lines)
 
 
-def patch_for(repo: Path, mapping: Mapping[str, str], after: Sequence[PatchSource] = ()) -> PatchSource | None:
+def patch_for(
+    repo: Path, mapping: Mapping[str, str], after: Sequence[PatchSource] = (), *, definitions: bool = False
+) -> PatchSource | None:
     """A git-format patch rewriting FROM lines, written into .git/istiobuild/generated/.
 
     It is made against HEAD with the `after` patches applied (in a throwaway index), so it applies
-    on top of them.
+    on top of them. With `definitions` (images from tools/docker.yaml) FROM lines are resolved with the build
+    args docker-builder passes (BASE_VERSION and ISTIO_BASE_REGISTRY from Makefile.core.mk).
     """
     if not mapping:
         return None
@@ -73,9 +88,10 @@ def patch_for(repo: Path, mapping: Mapping[str, str], after: Sequence[PatchSourc
         for patch in after:
             git(repo, "apply", "--cached", "--whitespace=nowarn", str(patch.path), env=env)
         files = out(repo, "ls-files", "--", "*Dockerfile*", env=env).splitlines()
+        args = _definition_args(git(repo, "show", ":Makefile.core.mk", env=env).stdout) if definitions else None
         for name in sorted(files):
             before = git(repo, "show", f":{name}", env=env).stdout
-            after_text = rewrite(before, mapping)
+            after_text = rewrite(before, mapping, args)
             if after_text == before:
                 continue
             diff = difflib.unified_diff(
@@ -92,6 +108,13 @@ def patch_for(repo: Path, mapping: Mapping[str, str], after: Sequence[PatchSourc
     )
     fsutil.write_atomic(path, header + "\n" + "".join(chunks))  # replaces a symlink there, never writes through it
     return PatchSource(name=GENERATED_NAME, path=path)
+
+
+def _definition_args(makefile: str) -> dict[str, str]:
+    try:
+        return {"BASE_DISTRIBUTION": "debug", **make_defaults(makefile)}
+    except ValueError as exc:
+        raise DataError(f"Makefile.core.mk: {exc}") from None
 
 
 # -- what the Dockerfiles name -------------------------------------------------------------------

@@ -285,7 +285,7 @@ def check_patches(mirrors: str, release_name: str | None) -> bool:
             "proxy, envoy and istio git repositories",
         )
     matrix = release.matrix()
-    names = [release_name] if release_name else [v for v, r in matrix.items() if r.line != "example" and r.buildable]
+    names = [release_name] if release_name else [v for v, r in matrix.items() if not r.example and r.buildable]
     passed = 0
     for name in names:
         outcomes = upstream.check_release(release.get(name, matrix), Path(root))

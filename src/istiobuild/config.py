@@ -53,6 +53,8 @@ class Settings:
     remote_executor: str = ""  # bazel --remote_executor URL, grpc(s):// (an RBE service; untested here)
     remote_platform: str = ""  # KEY=VALUE,... bazel --remote_default_exec_properties for the executor
     downloads: str = ""  # directory holding files upstream scripts would download (wasm, ...)
+    ztunnel: str = ""  # a ztunnel binary built for the target (1.18+ lines pre-place it)
+    ztunnel_sha256: str = ""  # its sha256, checked before any stage
     jvm_heap: str = "3g"  # bazel server -Xmx (small ARM machines OOM with the default)
     push: bool = False  # push the images to `hub` after verifying them
     in_container: bool = False  # run the toolchain, proxy and istio stages inside `builder`
@@ -100,6 +102,8 @@ _WANTED = {
     "workdir": "a directory",
     "cache_dir": "a directory",
     "downloads": "a directory",
+    "ztunnel": "the path of a ztunnel binary",
+    "ztunnel_sha256": "a sha256 (64 hex digits)",
     "mirror": "a base URL or directory",
     "repos": "a repository URL or directory",
     "base_images": "an image reference",

@@ -203,7 +203,7 @@ def _proxy_tools(settings: Settings, release: Release, toolchain: Toolchain, cxx
                 "apt-get install ninja-build",
             ),
         ]
-    if "libc++" in toolchain.bazel_configs and release.line != "example":
+    if "libc++" in toolchain.bazel_configs and not release.example:
         checks.append(_libcxx(cxx, []))
     return checks
 
@@ -276,7 +276,7 @@ def run_checks(
 
 def _needs(release: Release) -> tuple[int, int, str]:
     """(disk GiB, memory GiB, for what) a build of the release needs."""
-    if release.line == "example":
+    if release.example:
         return (*EXAMPLE_NEEDS, "the example release")
     return (*RELEASE_NEEDS, f"a real envoy build ({release.version})")
 

@@ -1,6 +1,6 @@
 """Miniature envoy, proxy and istio git repositories for the `example` release.
 
-`generate(dest)` turns the templates in examples/miniature/{envoy,proxy,istio}/ into three git
+`generate(dest)` turns the templates in examples/miniature/{envoy,proxy,istio,istio-next}/ into git
 repositories shaped like istio/envoy, istio/proxy and istio/istio (same file names, same
 mechanisms: the wee8 genrule, the proxy WORKSPACE pin, USE_LOCAL_PROXY, ...). Each gets:
 
@@ -33,11 +33,14 @@ from pathlib import Path
 from istiobuild.errors import IstiobuildError
 from istiobuild.resources import data_dir
 
-COMPONENTS = ("envoy", "proxy", "istio")
+COMPONENTS = ("envoy", "proxy", "istio", "istio-next")
+# istio-next is istio with these templates on top: the mechanisms of the 1.18+ lines (pre-placed envoy and
+# ztunnel, images from tools/docker.yaml). Its files keep istio's modes unless executables.txt names them.
+OVERLAYS = {"istio-next": "istio"}
 TAG = "0.1.0"
 VERSION = "0.1.0"  # rendered into the pinned (tagged) commits
 NEXT_VERSION = "0.2.0-dev"  # rendered into the commit after them
-TAGGED = frozenset({"proxy", "istio"})
+TAGGED = frozenset({"proxy", "istio", "istio-next"})
 
 _NAME = "istiobuild example"
 _EMAIL = "example@istiobuild.invalid"
@@ -152,7 +155,13 @@ def _executables() -> frozenset[str]:
 
 
 def _templates(name: str) -> dict[str, bytes]:
-    """The template files of one repository: path relative to its root -> content."""
+    """The template files of one repository (an overlay on top of its base's): path relative to its root ->
+    content."""
+    base = _templates(OVERLAYS[name]) if name in OVERLAYS else {}
+    return {**base, **_own_templates(name)}
+
+
+def _own_templates(name: str) -> dict[str, bytes]:
     root = _miniature_root() / name
     if not root.is_dir():
         raise ExampleError(f"example templates missing: {root}")
@@ -192,7 +201,9 @@ def _write_commit(
         target = repo / relpath
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(_render(name, relpath, content, values))
-        executable = f"{name}/{relpath}" in executables
+        executable = f"{name}/{relpath}" in executables or (
+            name in OVERLAYS and f"{OVERLAYS[name]}/{relpath}" in executables
+        )
         target.chmod(0o755 if executable else 0o644)
         modes[relpath] = executable
     missing = {p for p in executables if p.startswith(f"{name}/")} - {f"{name}/{p}" for p in modes}
@@ -227,7 +238,7 @@ def _make_repo(
 
 
 def _build(root: Path, env: Mapping[str, str]) -> dict[str, ExampleRepo]:
-    """Generate the three repositories under `root` (which must not hold them yet)."""
+    """Generate the repositories under `root` (which must not hold them yet)."""
     repos: dict[str, ExampleRepo] = {}
     pinned = {"VERSION": VERSION}
     following = {"VERSION": NEXT_VERSION}
@@ -277,11 +288,12 @@ def _existing(dest: Path, expected: Mapping[str, ExampleRepo], env: Mapping[str,
 
 
 def _older_example(dest: Path, env: Mapping[str, str]) -> bool:
-    """dest holds exactly the three repositories, made by this generator (only its identity in any commit of
+    """dest holds only repositories made by this generator (only its identity in any commit of
     any ref) with clean working trees: the example of another istiobuild version, nobody's work."""
-    if sorted(p.name for p in dest.iterdir()) != sorted(COMPONENTS):
+    names = sorted(p.name for p in dest.iterdir())
+    if not names or not set(names) <= set(COMPONENTS):
         return False
-    for name in COMPONENTS:
+    for name in names:
         gitdir, tree = dest / name / ".git", dest / name
         try:
             people = _git(["--git-dir", str(gitdir), "log", "--all", "--format=%an <%ae>%n%cn <%ce>"], env=env)

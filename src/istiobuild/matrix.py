@@ -36,7 +36,6 @@ from istiobuild.toolchain import Toolchain
 
 KEY_PREFIX = "istiobuild-bazel"
 BAZEL_COMPONENTS = (Component.PROXY, Component.ENVOY)  # what bazel builds (istio is Go, outside bazel)
-EXAMPLE_LINE = "example"  # the offline example: in a matrix only when asked for
 
 
 class RunnerKind(enum.Enum):
@@ -175,7 +174,7 @@ def select_releases(text: str, known: Mapping[str, Release]) -> list[Release]:
     """Releases named by `text`: comma-separated releases or release lines ("1.5" = every 1.5.x);
     "" = every buildable release except the offline example (pinned-only ones have nothing to build)."""
     if not text:
-        return [r for r in known.values() if r.line != EXAMPLE_LINE and r.buildable]
+        return [r for r in known.values() if not r.example and r.buildable]
     wanted = [t.strip() for t in text.split(",") if t.strip()]
     lines = sorted({r.line for r in known.values()})
     for token in wanted:

@@ -21,6 +21,7 @@ Images = Literal["make_docker", "docker_builder_make", "docker_builder_yaml"]
 Ztunnel = Literal["none", "download_or_build"]
 Allocator = Literal["default", "gperftools_forced", "tcmalloc_default_gperftools_optin"]
 Llvm = Literal["local", "toolchains_llvm"]
+Source = Literal["envoy", "ztunnel", "download"]  # what fills a pre-placed path
 
 VOCABULARIES: Mapping[str, tuple[str, ...]] = {
     "local_envoy": get_args(LocalEnvoy),
@@ -93,6 +94,20 @@ class Mechanism:
         }[self.allocator]
         parts += ["toolchains_llvm"] if self.llvm == "toolchains_llvm" else []
         return ", ".join(parts)
+
+
+def source_of(path: str) -> Source:
+    """What a pre-placed path holds, from its file name: the envoy the proxy stage built (`envoy`,
+    `envoy-<sha>`, `envoy-centos-<sha>`: istio's centos image carries the same target envoy), ztunnel (supplied
+    with --ztunnel), or a file the release's `downloads` place (the wasm plugins)."""
+    name = path.rsplit("/", 1)[-1]
+    if name == "envoy" or name.startswith(("envoy-{", "envoy-centos-{")):
+        return "envoy"
+    if name == "ztunnel" or name.startswith("ztunnel-{"):
+        return "ztunnel"
+    if name.endswith(".wasm"):
+        return "download"
+    raise ValueError(f"preplace {path!r}: not an envoy, ztunnel or .wasm file name")
 
 
 def parse(raw: Any, *, line: str, version: str) -> Mechanism:
@@ -184,6 +199,8 @@ def _check_paths(m: Mechanism) -> None:
             raise ValueError(f"preplace {path!r} must be under istio's out/ or {{envoy_dir}}/")
         if "{envoy_dir}" in path[1:]:
             raise ValueError(f"preplace {path!r}: {{envoy_dir}} may only begin a path")
+        if source_of(path) == "ztunnel" and m.ztunnel == "none":
+            raise ValueError(f"preplace {path!r}: a ztunnel path, but ztunnel = 'none'")
 
 
 def _relative(key: str, path: str, *, placeholders: tuple[str, ...]) -> None:

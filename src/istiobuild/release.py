@@ -85,6 +85,11 @@ class Release:
     mechanism: Mechanism | None = None  # [line.mechanism]: how upstream builds this line (docs/lines.md)
 
     @property
+    def example(self) -> bool:
+        """One of istiobuild's offline example releases (line `example`, or `example-<family>`)."""
+        return self.line == "example" or self.line.startswith("example-")
+
+    @property
     def envoy_unfetchable(self) -> bool:
         """The envoy is pinned in istio-private and no public repository holds the commit (1.6.11): pins only."""
         return "/istio-private/" in self.urls[Component.ENVOY]

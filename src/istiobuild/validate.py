@@ -226,6 +226,7 @@ def _validate_paths(settings: Settings, name: _Names) -> None:
         check_path_text(settings.downloads, name("downloads"))
         if not Path(settings.downloads).is_dir():
             raise fail(name("downloads"), settings.downloads, "is not a directory", "give the directory holding them")
+    _validate_ztunnel(settings, name)
     if settings.signing_key:
         check_path_text(settings.signing_key, name("signing_key"))
         private = Path(settings.signing_key)
@@ -291,3 +292,21 @@ def validate(settings: Settings, *, origin: Mapping[str, str] | None = None) -> 
         check_repository(url, name("repos", component))
     _validate_images(settings, name)
     _validate_build(settings, name)
+
+
+def _validate_ztunnel(settings: Settings, name: _Names) -> None:
+    if settings.ztunnel:
+        check_path_text(settings.ztunnel, name("ztunnel"))
+        if not Path(settings.ztunnel).is_file():
+            raise fail(
+                name("ztunnel"), settings.ztunnel, "is not a file", "give the ztunnel binary built for the target"
+            )
+        if not settings.ztunnel_sha256:
+            raise ConfigError(
+                "a ztunnel was given without its sha256",
+                hint="pass --ztunnel-sha256 HEX (sha256sum of the file you checked)",
+            )
+    if settings.ztunnel_sha256 and not re.fullmatch(r"[0-9a-f]{64}", settings.ztunnel_sha256):
+        raise fail(name("ztunnel_sha256"), settings.ztunnel_sha256, "is not a sha256", "give 64 lowercase hex digits")
+    if settings.ztunnel_sha256 and not settings.ztunnel:
+        raise ConfigError("a ztunnel sha256 was given without --ztunnel", hint="pass --ztunnel FILE as well")

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from istiobuild import baseimages, container, dockerapi, normalize
 from istiobuild.arch import Arch
 from istiobuild.errors import StepFailed
 from istiobuild.executor import Executor
+from istiobuild.imagedefs import BuildFromDefinitions
 from istiobuild.release import Component
 from istiobuild.secrets import redact_url
+from istiobuild.stages import record
 from istiobuild.stages.istio import environment
-from istiobuild.steps import Action, PlanInput, Stage, StageName
+from istiobuild.steps import Action, PlanInput, Stage, StageName, Step
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -131,20 +133,29 @@ def plan(p: PlanInput) -> Stage:
     base_map = {**p.release.base_images.get(p.arch, {}), **p.settings.base_images.get(p.arch.value, {})}
     # the classic builder (no buildx); no --platform: the base images are already the target's, and
     # forcing it breaks multi-stage builds on dockerd 20.10
-    env = {**environment(p), "DOCKER_BUILDKIT": "0", "TAG": tag, "BASE_VERSION": tag}
+    env = {**environment(p), "DOCKER_BUILDKIT": "0"}
     built = names(p, tag)
     bases = baseimages.bases_for(p.release, p.arch, base_map)
-    make_docker = [
-        "make",
-        "docker",
-        f"HUB={p.settings.hub}",
-        f"TAG={tag}",
-        f"BASE_VERSION={tag}",
-        f"DOCKER_TARGETS={' '.join(targets)}",
-    ]
+    summary = "build istio's images with istio's own make targets"
+    if p.release.mechanism and p.release.mechanism.images == "docker_builder_yaml":
+        summary = f"build istio's images from istio's own definitions ({p.release.mechanism.definitions})"
+        driver: tuple[Step, ...] = (
+            BuildFromDefinitions(
+                istio=istio_dir,
+                definitions=p.release.mechanism.definitions,
+                docker_targets=targets,
+                goarch=p.arch.goarch,
+                hub=p.settings.hub,
+                tag=tag,
+                versions={"proxy": p.release.pins[Component.PROXY].commit, "istio": record.metadata(p).version},
+                env=env,
+            ),
+        )
+    else:
+        driver = _make_docker(p, {**env, "TAG": tag, "BASE_VERSION": tag}, tag, targets, skipped)
     return Stage(
         name=StageName.IMAGES,
-        summary="build istio's images with istio's own make targets",
+        summary=summary,
         steps=(
             EnsureBaseImages(
                 bases=bases,
@@ -153,16 +164,7 @@ def plan(p: PlanInput) -> Stage:
                 rootfs=p.layout.rootfs,
                 record=p.layout.record("base-images"),
             ),
-            container.images_command(
-                p,
-                ["make", "docker.base", "HUB=docker.io/istio", f"TAG={tag}"],
-                istio_dir,
-                env,
-                "the base image under the name every Dockerfile's FROM uses, whatever HUB is",
-            ),
-            container.images_command(
-                p, make_docker, istio_dir, env, f"images; skipped for {p.arch}: {', '.join(skipped) or 'none'}"
-            ),
+            *driver,
             FinalizeImages(
                 images=built,
                 labels=labels(p),
@@ -177,4 +179,31 @@ def plan(p: PlanInput) -> Stage:
         consumes=(p.layout.artifacts / "envoy", p.layout.record("istio")),
         images=built,
         notes=tuple(f"base image {k} -> {v}" for k, v in sorted(base_map.items())),
+    )
+
+
+def _make_docker(
+    p: PlanInput, env: Mapping[str, str], tag: str, targets: Sequence[str], skipped: Sequence[str]
+) -> tuple[Step, ...]:
+    """Up to 1.13: istio's make docker targets, the base image first under the name every FROM uses."""
+    istio_dir = p.checkout(Component.ISTIO)
+    make_docker = [
+        "make",
+        "docker",
+        f"HUB={p.settings.hub}",
+        f"TAG={tag}",
+        f"BASE_VERSION={tag}",
+        f"DOCKER_TARGETS={' '.join(targets)}",
+    ]
+    return (
+        container.images_command(
+            p,
+            ["make", "docker.base", "HUB=docker.io/istio", f"TAG={tag}"],
+            istio_dir,
+            env,
+            "the base image under the name every Dockerfile's FROM uses, whatever HUB is",
+        ),
+        container.images_command(
+            p, make_docker, istio_dir, env, f"images; skipped for {p.arch}: {', '.join(skipped) or 'none'}"
+        ),
     )

@@ -13,6 +13,8 @@ from istiobuild.elf import elf_files
 from istiobuild.elf import read as read_elf
 from istiobuild.errors import StepFailed, UsageError
 from istiobuild.executor import Executor
+from istiobuild.mechanism import source_of
+from istiobuild.preplace import PlaceBuilt
 from istiobuild.release import Component
 from istiobuild.stages import record
 from istiobuild.steps import Action, PlanInput, Stage, StageName
@@ -204,17 +206,32 @@ def environment(p: PlanInput) -> dict[str, str]:
         "GOARCH": p.arch.goarch,
         "GOOS": "linux",
         "VERBOSE": "1",
-        **OFFLINE,
         "BUILDINFO": str(p.layout.buildinfo),
         "VERSION": meta.version,
         "SOURCE_DATE_EPOCH": str(p.release.source_date_epoch),
         **go_environment(p),
     }
+    env.update(local_envoy_env(p))
+    return env
+
+
+def local_envoy_env(p: PlanInput) -> dict[str, str]:
+    """How this release's istio takes the local envoy (its line's mechanism, docs/lines.md), and the download URLs
+    its init scripts must never reach. From 1.15 a non-default ISTIO_ENVOY_BASE_URL (or ISTIO_ZTUNNEL_BASE_URL) makes
+    init.sh ask gcloud for a token, so those lines get the full URLs pointed nowhere, not the base URLs."""
     local_envoy = str(p.layout.artifacts / "envoy")
+    how = p.release.mechanism.local_envoy if p.release.mechanism else "use_local_proxy_init"
+    if how == "preplace":
+        return {
+            "ISTIO_ENVOY_LINUX_DEBUG_URL": downloads.OFFLINE_URL,
+            "ISTIO_ENVOY_LINUX_RELEASE_URL": downloads.OFFLINE_URL,
+            "ISTIO_ZTUNNEL_RELEASE_URL": downloads.OFFLINE_URL,
+        }
+    if how == "istio_envoy_local":  # 1.13: a make rule copies it into the release dir
+        return {**OFFLINE, "ISTIO_ENVOY_LOCAL": local_envoy}
     # USE_LOCAL_PROXY=1: istio takes ../proxy/<envoy_output> (proxy and istio are siblings) and
     # ISTIO_ENVOY_LOCAL names the checked copy in artifacts/
-    env.update(USE_LOCAL_PROXY="1", ISTIO_ENVOY_LOCAL=local_envoy, ISTIO_ENVOY_LOCAL_PATH=local_envoy)
-    return env
+    return {**OFFLINE, "USE_LOCAL_PROXY": "1", "ISTIO_ENVOY_LOCAL": local_envoy, "ISTIO_ENVOY_LOCAL_PATH": local_envoy}
 
 
 def _downloads(p: PlanInput, out: Path) -> tuple[downloads.Download, ...]:
@@ -262,13 +279,14 @@ def plan(p: PlanInput) -> Stage:
                 init_stamp=out / "istio_is_init",
                 record=p.layout.record("downloads"),
             ),
+            *_preplace(p),
             WriteBuildInfo(path=p.layout.buildinfo, metadata=meta, patches_record=patches, home=p.layout.home),
             container.command(
                 p,
                 ["make", "build"],
                 istio_dir,
                 {**environment(p), **p.layout.home_env},
-                "USE_LOCAL_PROXY=1: the envoy built by the proxy stage; stamped from BUILDINFO; a private HOME",
+                f"{_how(p)}; stamped from BUILDINFO; a private HOME",
             ),
             CheckElves(root=out, arch=p.arch, record=p.layout.record("istio")),
             CheckVersions(
@@ -287,9 +305,43 @@ def plan(p: PlanInput) -> Stage:
     )
 
 
+def _how(p: PlanInput) -> str:
+    how = p.release.mechanism.local_envoy if p.release.mechanism else "use_local_proxy_init"
+    return {
+        "preplace": "the envoy built by the proxy stage, pre-placed where init.sh looks",
+        "istio_envoy_local": "ISTIO_ENVOY_LOCAL: the envoy built by the proxy stage",
+    }.get(how, "USE_LOCAL_PROXY=1: the envoy built by the proxy stage")
+
+
+def _preplace(p: PlanInput) -> tuple[PlaceBuilt, ...]:
+    """The line's pre-placed envoy and ztunnel paths (the wasm ones are the release's downloads)."""
+    mech = p.release.mechanism
+    paths = tuple(t for t in mech.preplace if source_of(t) != "download") if mech else ()
+    if not paths and not p.settings.ztunnel:
+        return ()
+    return (
+        PlaceBuilt(
+            istio=p.checkout(Component.ISTIO),
+            envoy=p.layout.artifacts / "envoy",
+            paths=paths,
+            values={
+                "goarch": p.arch.goarch,
+                "proxy_sha": p.release.pins[Component.PROXY].commit,
+                "envoy_dir": str(p.layout.artifacts),
+            },
+            ztunnel=Path(p.settings.ztunnel).absolute() if p.settings.ztunnel else None,
+            ztunnel_sha256=p.settings.ztunnel_sha256,
+            arch=p.arch,
+            record=p.layout.record("preplaced"),
+        ),
+    )
+
+
 def preflight(stage: Stage) -> None:
     """Every file the stage must place is obtainable (supplied, or pinned by sha256): checked before any work."""
     for step in stage.steps:
+        if isinstance(step, PlaceBuilt):
+            step.check()
         if not isinstance(step, PrepareIstio):
             continue
         for item in step.downloads:

@@ -29,6 +29,7 @@ class Series:
     defaults: DefaultsSpec | None = None  # the release defaults (istio): set to hub and tag
     hub: str = ""
     tag: str = ""
+    definitions: bool = False  # images from tools/docker.yaml: FROM lines resolve with docker-builder's args
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -73,7 +74,7 @@ def _wanted(s: Series, log: Path) -> list[patchmod.PatchSource]:
     if not (s.repo / ".git").exists():
         raise UsageError(f"{s.repo} is not checked out", hint="run the checkout stage first (`invoke checkout`)")
     wanted = [patchmod.PatchSource(name=relative(p), path=p) for p in s.patches]
-    generated = baseimages.patch_for(s.repo, s.base_images, wanted)
+    generated = baseimages.patch_for(s.repo, s.base_images, wanted, definitions=s.definitions)
     wanted = [*wanted, generated] if generated is not None else wanted
     if s.defaults is not None:
         wanted.append(defaultsmod.patch_for(s.repo, s.defaults, s.hub, s.tag, wanted, log))
@@ -141,6 +142,7 @@ def plan(p: PlanInput) -> Stage:
             Series(
                 component=comp, repo=p.checkout(comp), patches=files, base_images=base_map if istio else {},
                 defaults=p.release.defaults if istio else None, hub=p.settings.hub, tag=p.tag,
+                definitions=istio and bool(p.release.mechanism and p.release.mechanism.definitions),
             )
         )  # fmt: skip
     return Stage(

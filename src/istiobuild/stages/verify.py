@@ -52,12 +52,14 @@ class Expected:
 
 def expected(p: PlanInput) -> Expected:
     meta = record.metadata(p)
+    # istio's make docker passes proxy_version=istio-proxy:<sha>; docker-builder (tools/docker.yaml) the bare sha
+    definitions = bool(p.release.mechanism and p.release.mechanism.definitions)
     return Expected(
         istio=record.istio_expected(meta),
         envoy=record.envoy_expected(meta),
         env={
             "ISTIO_META_ISTIO_VERSION": meta.version,
-            "ISTIO_META_ISTIO_PROXY_SHA": f"istio-proxy:{meta.proxy_revision}",
+            "ISTIO_META_ISTIO_PROXY_SHA": meta.proxy_revision if definitions else f"istio-proxy:{meta.proxy_revision}",
         },
     )
 
