@@ -43,7 +43,7 @@ def tags_to_check() -> dict[str, list[Release]]:
     """Per line with a mechanism: its first and last release, and the releases on both sides of each `since`."""
     by_line: dict[str, list[Release]] = {}
     for rel in release.matrix().values():
-        if rel.mechanism is not None:
+        if rel.mechanism is not None and not rel.example:
             by_line.setdefault(rel.line, []).append(rel)
     picked = {}
     for line, rels in by_line.items():

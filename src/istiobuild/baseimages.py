@@ -40,11 +40,23 @@ DOCS = "docs/base-images.md"
 MAKE_BUILD_ARGS = {"BASE_DISTRIBUTION": "default"}
 _FROM_IMAGE = re.compile(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?\s*$", re.IGNORECASE)
 _ARG = re.compile(r"^\s*ARG\s+(\w+)(?:=(\S*))?\s*$", re.IGNORECASE)
-_VARIABLE = re.compile(r"\$\{?(\w+)\}?")
+_VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)")
 BUSYBOX_APPLETS = (
     "sh", "ash", "cat", "chmod", "chown", "cp", "echo", "env", "false", "grep", "id", "ln", "ls", "mkdir",
     "mv", "rm", "sed", "sleep", "test", "[", "touch", "true", "uname", "which",
 )  # fmt: skip
+
+
+def _substitute(text: str, args: Mapping[str, str]) -> str:
+    """`${VAR}`, `$VAR` and `${VAR:-default}` from args (as the builder does for FROM lines); unknown ones stay."""
+
+    def one(v: re.Match[str]) -> str:
+        name = v.group(1) or v.group(3)
+        if args.get(name):
+            return args[name]
+        return v.group(2) if v.group(2) is not None else (args[name] if name in args else v.group(0))
+
+    return _VARIABLE.sub(one, text)
 
 
 def rewrite(text: str, mapping: Mapping[str, str], build_args: Mapping[str, str] | None = None) -> str:
@@ -62,7 +74,7 @@ def rewrite(text: str, mapping: Mapping[str, str], build_args: Mapping[str, str]
         if match:
             stages = True
             image = match.group(2)
-            resolved = _VARIABLE.sub(lambda v: args.get(v.group(1), v.group(0)), image) if args else image
+            resolved = _substitute(image, args) if args else image
             use = mapping.get(image) or mapping.get(resolved)
             if use:
                 line = f"{match.group(1)}{use}{match.group(3)}" + ("\n" if line.endswith("\n") else "")
@@ -133,7 +145,7 @@ def named_images(dockerfile: str, build_args: Mapping[str, str] = MAKE_BUILD_ARG
         match = _FROM_IMAGE.match(line)
         if not match:
             continue
-        image = _VARIABLE.sub(lambda v: args.get(v.group(1), v.group(0)), match.group(1))
+        image = _substitute(match.group(1), args)
         if image.lower() not in stages and image != "scratch" and image not in found:
             found.append(image)
         stages.add((match.group(2) or f"#{len(stages)}").lower())

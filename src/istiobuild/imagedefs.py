@@ -118,23 +118,22 @@ def select(defs: Sequence[ImageDef], docker_targets: Sequence[str], *, where: st
 
 
 def make_defaults(makefile: str) -> dict[str, str]:
-    """BASE_VERSION and ISTIO_BASE_REGISTRY as Makefile.core.mk's text sets them (docker-builder's
+    """BASE_VERSION (and, from 1.17, ISTIO_BASE_REGISTRY) as Makefile.core.mk's text sets them (docker-builder's
     fetchBaseVersion/fetchIstioBaseReg)."""
     found = dict(_MAKE_DEFAULT.findall(makefile))
-    missing = [k for k in ("BASE_VERSION", "ISTIO_BASE_REGISTRY") if k not in found]
-    if missing:
-        raise ValueError(f"sets no {' or '.join(missing)} (`NAME ?= value`)")
+    if "BASE_VERSION" not in found:
+        raise ValueError("sets no BASE_VERSION (`BASE_VERSION ?= value`)")
     return found
 
 
 def build_args(defaults: Mapping[str, str], versions: Mapping[str, str], goarch: str) -> dict[str, str]:
-    """docker-builder's createArgs for the default variant (debug), TARGETARCH/TARGETOS as for crane."""
+    """docker-builder's createArgs for the default variant (debug), TARGETARCH/TARGETOS as for crane; the registry
+    and ztunnel_version where this istio has them (1.17+, 1.18+)."""
     return {
-        "BASE_VERSION": defaults["BASE_VERSION"],
-        "ISTIO_BASE_REGISTRY": defaults["ISTIO_BASE_REGISTRY"],
+        **defaults,
         "BASE_DISTRIBUTION": "debug",
         "proxy_version": versions["proxy"],
-        "ztunnel_version": versions["ztunnel"],
+        **({"ztunnel_version": versions["ztunnel"]} if versions.get("ztunnel") else {}),
         "istio_version": versions["istio"],
         "VM_IMAGE_NAME": "",
         "VM_IMAGE_VERSION": "",
@@ -153,7 +152,7 @@ class BuildFromDefinitions(Action):
     goarch: str
     hub: str
     tag: str
-    versions: Mapping[str, str]  # proxy, istio (ztunnel: read from istio.deps, `unknown` without, as upstream)
+    versions: Mapping[str, str]  # proxy, istio (ztunnel: read from istio.deps where it pins one)
     env: Mapping[str, str]
 
     def render(self) -> str:
@@ -165,17 +164,17 @@ class BuildFromDefinitions(Action):
             f"once; per image: recreate {context}, copy its dockerfile, files and targets there with "
             f"tools/docker-copy.sh (TARGET_ARCH={self.goarch}: ELF files under {self.goarch}/); `docker build` "
             f"(classic builder, DOCKER_BUILDKIT=0, no buildx here) -f <dockerfile's name> "
-            f"-t {self.hub}/<name>:{self.tag} with BASE_VERSION and ISTIO_BASE_REGISTRY from Makefile.core.mk, "
+            f"-t {self.hub}/<name>:{self.tag} with BASE_VERSION (and ISTIO_BASE_REGISTRY) from Makefile.core.mk, "
             f"BASE_DISTRIBUTION=debug, "
             f"proxy_version={self.versions['proxy']}, istio_version={self.versions['istio']}, ztunnel_version from "
-            f"istio.deps, TARGETARCH={self.goarch}, TARGETOS=linux"
+            f"istio.deps (where it pins one), TARGETARCH={self.goarch}, TARGETOS=linux"
         )
 
     def perform(self, ex: Executor) -> None:
         values = variables(self.istio, self.goarch)
         try:
             chosen = select(load(self.istio / self.definitions, values), self.docker_targets, where=self.definitions)
-            versions = {**self.versions, "ztunnel": deps_sha(self.istio, ZTUNNEL_DEPS) or "unknown"}
+            versions = {**self.versions, "ztunnel": deps_sha(self.istio, ZTUNNEL_DEPS)}
             makefile = (self.istio / "Makefile.core.mk").read_text(encoding="utf-8")
             args = build_args(make_defaults(makefile), versions, self.goarch)
         except (OSError, ValueError) as exc:

@@ -121,6 +121,6 @@ class PlaceBuilt(Action):
             dest = self.istio / string.Formatter().vformat(template, (), values)
             dest.parent.mkdir(parents=True, exist_ok=True)
             fsutil.copy_atomic(src, dest, mode=0o755)
-            record[str(dest)] = {"from": str(src), "sha256": sha256_file(dest)}
+            record[str(dest)] = {"source": source_of(template), "from": str(src), "sha256": sha256_file(dest)}
         fsutil.write_json(self.record, record)
         ex.console.info(f"pre-placed {len(record)} files: {', '.join(Path(p).name for p in record)}")

@@ -18,6 +18,7 @@ from istiobuild import fsutil
 from istiobuild.downloads import sha256_file
 from istiobuild.errors import StepFailed
 from istiobuild.executor import Executor
+from istiobuild.mechanism import source_of
 from istiobuild.release import Component
 from istiobuild.resources import relative
 from istiobuild.stages import patch
@@ -165,6 +166,12 @@ class WriteProvenance(Action):
             ex.console.info(f"attached the provenance of {name}: {ref}")
 
 
+def _preplaces(p: PlanInput) -> bool:
+    """The line pre-places envoy or ztunnel for istio's init scripts (the istio stage records them)."""
+    mech = p.release.mechanism
+    return mech is not None and any(source_of(t) != "download" for t in mech.preplace)
+
+
 def plan(p: PlanInput, images: tuple[str, ...]) -> Stage:
     path = p.layout.record("build-record")
     keys: tuple[str, ...] = (
@@ -177,6 +184,7 @@ def plan(p: PlanInput, images: tuple[str, ...]) -> Stage:
         "base-images",
         "verify",
     )
+    keys += ("preplaced",) if _preplaces(p) else ()
     keys += ("archives",) if p.release.archive is not None else ()
     keys += ("pushed",) if p.settings.push else ()
     facts: tuple[tuple[str, str], ...] = (

@@ -1,0 +1,220 @@
+"""example-next: the miniature of the 1.18+ release lines, built end to end for both arches (issue 11).
+
+Its istio has no knob for a local envoy (bin/init.sh downloads envoy-<PROXY_REPO_SHA> unless it is in
+out/linux_<arch>/release), downloads ztunnel the same way (bin/build_ztunnel.sh), builds every Go binary for
+TARGET_ARCH, and defines its images in tools/docker.yaml for tools/docker-builder, which needs buildx. The build
+pre-places the proxy stage's envoy and a supplied ztunnel and builds the images from tools/docker.yaml with the
+classic builder; verify checks every ELF file of every image. Real tools: bazel, Go, gcc/clang and the aarch64
+cross compilers, docker, qemu; the supplied ztunnel is a static C program compiled here for each arch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import invoke, one_error
+from istiobuild import baseimages, imagedefs, mechanism
+from istiobuild.elf import read as read_elf
+
+GOARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+CC = {"x86_64": "gcc", "aarch64": "aarch64-linux-gnu-gcc"}
+IMAGES = ("pilot", "proxyv2", "ztunnel")
+
+pytestmark = pytest.mark.slow
+
+
+def ztunnel(directory: Path, arch: str) -> tuple[Path, str]:
+    """A static binary for `arch` standing in for ztunnel, and its sha256."""
+    source = directory / "ztunnel.c"
+    source.write_text('#include <stdio.h>\nint main(void){puts("ztunnel (test)");return 0;}\n')
+    binary = directory / f"ztunnel-{GOARCH[arch]}"
+    subprocess.run([CC[arch], "-static", "-O2", "-o", str(binary), str(source)], check=True)
+    return binary, hashlib.sha256(binary.read_bytes()).hexdigest()
+
+
+def build(work: Path, arch: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"ISTIOBUILD_CACHE_DIR": str(work.parent.parent / "cache")}
+    return invoke(
+        "build", "--release", "example-next", "--arch", arch, "--workdir", str(work), "--hub", "istiobuild-next",
+        *args, env=env,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    root = tmp_path_factory.mktemp("next")
+    works = {}
+    for arch in GOARCH:
+        (root / arch).mkdir()
+        binary, digest = ztunnel(root / arch, arch)
+        work = root / arch / "work"
+        proc = build(work, arch, "--ztunnel", str(binary), "--ztunnel-sha256", digest)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        works[arch] = work
+    yield works
+
+
+@pytest.mark.parametrize("arch", list(GOARCH))
+def test_builds_and_verifies_every_image_for_the_arch(built: dict[str, Path], arch: str) -> None:
+    out = built[arch] / f"example-next-{arch}"
+    findings = json.loads((out / "verify.json").read_text())
+    images = {Path(f["image"].rpartition(":")[0]).name for f in findings}
+    assert images == set(IMAGES)
+    assert all(f["ok"] for f in findings), [f for f in findings if not f["ok"]]
+    elves = [f["what"] for f in findings if "ELF files" in f["what"]]
+    assert len(elves) == len(IMAGES) and all(w.endswith(f"for {arch}") for w in elves)
+    record = json.loads((out / "build-record.json").read_text())
+    placed = record["preplaced"]
+    goarch = GOARCH[arch]
+    istio = built[arch] / "example-next" / "istio"
+    assert sorted(Path(p).relative_to(istio).as_posix() for p in placed) == sorted(
+        [
+            f"out/linux_{goarch}/release/envoy-15333b806ac147d9e919caeed538beb5ac6f051a",
+            f"out/linux_{goarch}/release/envoy",
+            f"out/linux_{goarch}/release/ztunnel-0e1c5d7a9b3f2e4d6c8a0b1d3f5e7a9c2b4d6e8f",
+            f"out/linux_{goarch}/ztunnel",
+        ]
+    )
+    # the envoy in the image is the proxy stage's (pre-placed), ztunnel the supplied one; both for the arch
+    envoy = out / "artifacts" / "envoy"
+    for path, entry in placed.items():
+        source = envoy if entry["source"] == "envoy" else None
+        if source is not None:
+            assert entry["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+        assert read_elf(Path(path)).arch is not None and read_elf(Path(path)).arch.value == arch
+    # the contexts docker-copy.sh made: ELF files under <goarch>/, as the Dockerfiles COPY ${TARGETARCH}/...
+    contexts = istio / "out" / f"linux_{goarch}" / "dockerx_build"
+    assert (contexts / "build.docker.proxyv2" / goarch / "envoy").is_file()
+    assert (contexts / "build.docker.ztunnel" / goarch / "ztunnel").is_file()
+    assert not (contexts / "build.docker.istioctl").exists()  # defined in docker.yaml, not in DOCKER_TARGETS
+
+
+def test_the_provenance_names_the_supplied_ztunnel(built: dict[str, Path]) -> None:
+    out = built["aarch64"] / "example-next-aarch64"
+    statement = json.loads((out / "provenance.json").read_text())
+    deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+    supplied = [d for d in deps if d["name"] == "ztunnel"]
+    digest = hashlib.sha256((built["aarch64"].parent / "ztunnel-arm64").read_bytes()).hexdigest()
+    assert supplied == [{"name": "ztunnel", "digest": {"sha256": digest}, "annotations": {"role": "supplied"}}]
+
+
+def test_without_preplacing_the_miniature_downloads_as_upstream_does(built: dict[str, Path], tmp_path: Path) -> None:
+    """Without istiobuild's pre-placing, the miniature's init.sh goes for the release bucket, as 1.22's does (and
+    fails offline): the mechanism the build relies on is the real one."""
+    istio = built["x86_64"] / "example-next" / "istio"
+    copy = tmp_path / "istio"
+    subprocess.run(["git", "clone", "--quiet", "--shared", str(istio), str(copy)], check=True)
+    env = {**os.environ, "TARGET_ARCH": "arm64", "ISTIO_ENVOY_LINUX_RELEASE_URL": "file:///nonexistent/envoy.tar.gz"}
+    proc = subprocess.run(["make", "init"], cwd=copy, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode != 0
+    assert "Downloading envoy: file:///nonexistent/envoy.tar.gz" in proc.stdout
+    assert "/out/linux_arm64/release/envoy-15333b806ac147d9e919caeed538beb5ac6f051a" in proc.stdout
+
+
+def test_a_build_without_ztunnel_is_refused_before_any_stage(tmp_path: Path) -> None:
+    proc = build(tmp_path / "w" / "work", "aarch64")
+    line = one_error(proc)
+    assert "downloads ztunnel for amd64 unless it is pre-placed" in line
+    assert "--ztunnel FILE --ztunnel-sha256 HEX" in proc.stderr
+    assert not (tmp_path / "w" / "work" / "example-next").exists()
+
+
+def test_a_ztunnel_for_the_other_arch_or_with_another_sha256_is_refused(tmp_path: Path) -> None:
+    binary, digest = ztunnel(tmp_path, "x86_64")
+    line = one_error(build(tmp_path / "w" / "work", "aarch64", "--ztunnel", str(binary), "--ztunnel-sha256", digest))
+    assert "binary, but the target is aarch64" in line
+    wrong = "0" * 64
+    line = one_error(build(tmp_path / "w" / "work", "x86_64", "--ztunnel", str(binary), "--ztunnel-sha256", wrong))
+    assert f"has sha256 {digest}, not {wrong}" in line
+    assert not (tmp_path / "w" / "work" / "example-next").exists()
+
+
+def test_ztunnel_settings_are_checked_against_their_grammar_and_the_release(tmp_path: Path) -> None:
+    binary, digest = ztunnel(tmp_path, "x86_64")
+    work = str(tmp_path / "work")
+    line = one_error(invoke("plan", "--release", "example-next", "--workdir", work, "--ztunnel", str(binary)))
+    assert "without its sha256" in line
+    line = one_error(invoke("plan", "--release", "example-next", "--workdir", work, "--ztunnel-sha256", digest))
+    assert "without --ztunnel" in line
+    given = ("--ztunnel", str(binary), "--ztunnel-sha256", "-x")
+    line = one_error(invoke("plan", "--release", "example-next", "--workdir", work, *given))
+    assert "is not a sha256" in line
+    line = one_error(
+        invoke("plan", "--release", "example-next", "--workdir", work, "--ztunnel", "-rf", "--ztunnel-sha256", digest)
+    )
+    assert "ztunnel" in line
+    proc = invoke(
+        "build", "--release", "example", "--arch", "x86_64", "--workdir", work, "--ztunnel", str(binary),
+        "--ztunnel-sha256", digest,
+    )  # fmt: skip
+    assert "has no ztunnel" in one_error(proc)
+
+
+def test_plan_json_shows_the_mechanism_and_the_definitions_driver(tmp_path: Path) -> None:
+    proc = invoke("plan", "--release", "example-next", "--arch", "aarch64", "--workdir", str(tmp_path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    text = json.dumps(plan)
+    assert "tools/docker.yaml" in text and "docker-copy.sh" in text and "classic builder" in text
+    assert "USE_LOCAL_PROXY" not in text
+    assert "out/linux_arm64/release/envoy-15333b806ac147d9e919caeed538beb5ac6f051a" in text
+
+
+# -- the pieces, on their own --------------------------------------------------------------------
+
+
+def test_definitions_expand_select_and_refuse(tmp_path: Path) -> None:
+    path = tmp_path / "docker.yaml"
+    path.write_text(
+        "images:\n- name: base\n  dockerfile: docker/Dockerfile.base\n  base: true\n"
+        "- name: proxyv2\n  dockerfile: pilot/docker/Dockerfile.proxyv2\n  files:\n"
+        "  - ${TARGET_OUT_LINUX}/${RELEASE_MODE}/${SIDECAR}\n  targets:\n  - ${TARGET_OUT_LINUX}/pilot-agent\n"
+    )
+    values = imagedefs.variables(Path("/src/istio"), "arm64")
+    defs = imagedefs.load(path, values)
+    (proxy,) = imagedefs.select(defs, ["docker.proxyv2"], where="docker.yaml")
+    assert proxy.dependencies() == (
+        "pilot/docker/Dockerfile.proxyv2",
+        "/src/istio/out/linux_arm64/release/envoy",
+        "/src/istio/out/linux_arm64/pilot-agent",
+    )
+    with pytest.raises(ValueError, match=r"unknown targets \['nope'\]"):
+        imagedefs.select(defs, ["docker.nope"], where="docker.yaml")
+    path.write_text("images:\n- name: x\n  dockerfile: ${HOME}/Dockerfile\n")
+    with pytest.raises(ValueError, match=r"names \$\{HOME\}, which istiobuild does not set"):
+        imagedefs.load(path, values)
+    path.write_text("images:\n- name: x\n  dockerfile: a\n- name: x\n  dockerfile: b\n")
+    with pytest.raises(ValueError, match="defines x more than once"):
+        imagedefs.load(path, values)
+    assert imagedefs.make_defaults("BASE_VERSION ?= v1\nISTIO_BASE_REGISTRY ?= gcr.io/r\n") == {
+        "BASE_VERSION": "v1",
+        "ISTIO_BASE_REGISTRY": "gcr.io/r",
+    }
+
+
+def test_from_lines_resolve_with_the_builders_args() -> None:
+    dockerfile = (
+        "ARG BASE_DISTRIBUTION=debug\nARG BASE_VERSION=latest\nARG ISTIO_BASE_REGISTRY=gcr.io/istio-release\n"
+        "FROM ${ISTIO_BASE_REGISTRY}/base:${BASE_VERSION} as debug\nFROM ${BASE_DISTRIBUTION:-debug}\n"
+    )
+    mapping = {"gcr.io/istio-release/base:v9": "local/base:arm64"}
+    assert baseimages.rewrite(dockerfile, mapping) == dockerfile  # not resolved: nothing names the literal
+    rewritten = baseimages.rewrite(dockerfile, mapping, {"BASE_VERSION": "v9"})
+    assert "FROM local/base:arm64 as debug\n" in rewritten
+    assert rewritten.endswith("FROM ${BASE_DISTRIBUTION:-debug}\n")
+
+
+def test_preplaced_paths_say_what_they_hold() -> None:
+    assert mechanism.source_of("out/linux_{goarch}/release/envoy-{proxy_sha}") == "envoy"
+    assert mechanism.source_of("out/linux_{goarch}/release/envoy-centos-{proxy_sha}") == "envoy"
+    assert mechanism.source_of("out/linux_{goarch}/ztunnel") == "ztunnel"
+    assert mechanism.source_of("{envoy_dir}/stats-filter.wasm") == "download"
+    with pytest.raises(ValueError, match="not an envoy, ztunnel or .wasm file name"):
+        mechanism.source_of("out/linux_{goarch}/release/pilot-agent")

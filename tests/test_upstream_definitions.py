@@ -1,0 +1,91 @@
+"""The 1.14+ image mechanism against the real istio trees: what the images stage does with tools/docker.yaml
+(imagedefs.py) at the first and last GA tag of every line whose images come from it.
+
+Needs ISTIOBUILD_UPSTREAM_MIRRORS (an istio mirror); skipped otherwise (CI has no network).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from istiobuild import baseimages, imagedefs, release
+from istiobuild.mechanism import source_of
+from istiobuild.preplace import ZTUNNEL_DEPS
+from istiobuild.release import Component, Release
+
+MIRRORS = os.environ.get("ISTIOBUILD_UPSTREAM_MIRRORS", "")
+
+pytestmark = [
+    pytest.mark.upstream,
+    pytest.mark.skipif(not MIRRORS or not Path(MIRRORS).is_dir(), reason="ISTIOBUILD_UPSTREAM_MIRRORS not set"),
+]
+
+
+def ends() -> list[Release]:
+    """The first and last release of every line whose images come from tools/docker.yaml."""
+    by_line: dict[str, list[Release]] = {}
+    for rel in release.matrix().values():
+        if rel.mechanism is not None and rel.mechanism.definitions and not rel.example:
+            by_line.setdefault(rel.line, []).append(rel)
+    return [
+        r
+        for rels in by_line.values()
+        for r in sorted({rels[0].version: rels[0], rels[-1].version: rels[-1]}.values(), key=lambda x: x.version)
+    ]
+
+
+def show(commit: str, path: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(Path(MIRRORS) / "istio"), "show", f"{commit}:{path}", "--"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return done.stdout
+
+
+@pytest.mark.parametrize("rel", ends(), ids=lambda r: r.version)
+def test_definitions_load_and_the_envoy_they_take_is_pre_placed(rel: Release, tmp_path: Path) -> None:
+    commit = rel.pins[Component.ISTIO].commit
+    assert rel.mechanism is not None
+    path = tmp_path / "docker.yaml"
+    path.write_text(show(commit, rel.mechanism.definitions))
+    istio = Path("/src/istio")
+    defs = {d.name: d for d in imagedefs.load(path, imagedefs.variables(istio, "arm64"))}
+    for name in ("proxyv2", "pilot"):
+        assert name in defs and not defs[name].base
+    # every Dockerfile docker.yaml names exists at the tag
+    for d in defs.values():
+        show(commit, d.dockerfile)
+    # proxyv2 takes envoy from a file the line pre-places (no download needed)
+    placed = {
+        str(istio / t.format(goarch="arm64", proxy_sha=rel.pins[Component.PROXY].commit))
+        for t in rel.mechanism.preplace
+        if source_of(t) == "envoy"
+    }
+    envoys = [f for f in defs["proxyv2"].files if f.rsplit("/", 1)[-1] == "envoy"]
+    assert envoys and set(envoys) <= placed, (envoys, placed)
+    # ztunnel's image takes the file the line pre-places
+    if "ztunnel" in defs:
+        assert rel.mechanism.ztunnel != "none"
+        assert f"{istio}/out/linux_arm64/ztunnel" in defs["ztunnel"].files
+        deps = json.loads(show(commit, "istio.deps"))
+        assert any(e["name"] == ZTUNNEL_DEPS for e in deps)
+
+
+@pytest.mark.parametrize("rel", ends(), ids=lambda r: r.version)
+def test_the_base_images_resolve_from_the_makefile_as_docker_builder_does(rel: Release) -> None:
+    commit = rel.pins[Component.ISTIO].commit
+    defaults = imagedefs.make_defaults(show(commit, "Makefile.core.mk"))
+    registry = defaults.get("ISTIO_BASE_REGISTRY", "gcr.io/istio-release")  # 1.14-1.16: in the Dockerfiles
+    base = f"{registry}/base:{defaults['BASE_VERSION']}"
+    dockerfile = show(commit, "pilot/docker/Dockerfile.proxyv2")
+    args = {"BASE_DISTRIBUTION": "debug", **defaults}
+    named = baseimages.named_images(dockerfile, args)
+    assert named[0] == base and len(named) == 2  # debug and distroless; FROM ${BASE_DISTRIBUTION:-debug} is a stage
+    rewritten = baseimages.rewrite(dockerfile, {base: "local/base:arm64"}, args)
+    assert re.search(r"^FROM local/base:arm64 (as|AS) debug$", rewritten, re.MULTILINE)
