@@ -218,3 +218,41 @@ def test_preplaced_paths_say_what_they_hold() -> None:
     assert mechanism.source_of("{envoy_dir}/stats-filter.wasm") == "download"
     with pytest.raises(ValueError, match="not an envoy, ztunnel or .wasm file name"):
         mechanism.source_of("out/linux_{goarch}/release/pilot-agent")
+
+
+# -- the allocator (1.22+: Google tcmalloc by default, gperftools opt-in; istio#51708) -----------
+
+
+def proxy_command(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    stage = next(s for s in plan["stages"] if s["name"] == "proxy")
+    return json.dumps(stage)
+
+
+def test_the_allocator_follows_the_option_or_the_target_kernel(tmp_path: Path) -> None:
+    base = ("plan", "--release", "example-next", "--arch", "aarch64", "--workdir", str(tmp_path), "--json")
+    assert "tcmalloc=gperftools" not in proxy_command(invoke(*base))
+    assert "--define=tcmalloc=gperftools" in proxy_command(invoke(*base, "--allocator", "gperftools"))
+    # a 39-bit-VA deployment kernel (RK3588 and the like): auto takes gperftools, and the plan says why
+    proc = invoke(*base, "--target-kernel", "page_size=4k,va_bits=39")
+    assert "--define=tcmalloc=gperftools" in proxy_command(proc)
+    notes = json.loads(proc.stdout)["notes"]
+    assert any("allocator gperftools: the target kernel has 39-bit virtual addresses" in n for n in notes)
+    assert "--define=tcmalloc" not in proxy_command(
+        invoke(*base, "--target-kernel", "page_size=4k,va_bits=39", "--allocator", "tcmalloc")
+    )
+
+
+def test_an_allocator_the_line_cannot_take_is_refused(tmp_path: Path) -> None:
+    line = one_error(invoke("plan", "--release", "example", "--workdir", str(tmp_path), "--allocator", "tcmalloc"))
+    assert "--allocator tcmalloc: this release's envoy is built with gperftools" in line
+    line = one_error(invoke("plan", "--release", "example", "--workdir", str(tmp_path), "--allocator", "jemalloc"))
+    assert "is not an allocator" in line
+
+
+def test_the_record_and_provenance_name_the_allocator(built: dict[str, Path]) -> None:
+    out = built["x86_64"] / "example-next-x86_64"
+    assert json.loads((out / "build-record.json").read_text())["allocator"] == "tcmalloc"
+    statement = json.loads((out / "provenance.json").read_text())
+    assert statement["predicate"]["buildDefinition"]["externalParameters"]["allocator"] == "tcmalloc"

@@ -358,7 +358,7 @@ def test_plan_follows_and_records_the_target(tmp_path: Path) -> None:
     assert facts["page_size"] == external["pageSize"] == "64k"
     without = json.loads(invoke(*base).stdout)
     facts, external = record_steps(without)
-    assert "target_kernel" not in facts and set(external) == set(provenance.EXTERNAL_PARAMETERS)
+    assert "target_kernel" not in facts and set(external) == {*provenance.EXTERNAL_PARAMETERS, "allocator"}
     assert not any("target kernel" in n for n in without["notes"]) and without["page_size"] == "4k"
     wrong = invoke("plan", "--release", "example", "--arch", "x86_64", "--target-kernel", "page_size=64k")
     assert wrong.returncode == 2 and "target kernel page_size=64k is not an x86_64 kernel" in one_error(wrong)

@@ -40,6 +40,7 @@ class Settings:
     repos: Mapping[str, str] = dataclasses.field(default_factory=dict)  # per-component URL
     jobs: int = 0  # 0 = derived from cores and memory
     page_size: str = "auto"
+    allocator: str = "auto"  # envoy's allocator on 1.22+: auto (from the target kernel), tcmalloc or gperftools
     target_kernel: str = ""  # the deployment kernel, page_size=64k[,va_bits=48] (normalised); "" = not given
     gn: str = "gn"
     ninja: str = "ninja"
@@ -112,6 +113,7 @@ _WANTED = {
     "jobs": "a number of jobs (0 = automatic)",
     "page_size": "auto, 4k or 64k",
     "target_kernel": "page_size=4k|64k[,va_bits=N]",
+    "allocator": "auto, tcmalloc or gperftools",
     "jvm_heap": "a heap size such as 3g",
     "push": "true or false",
     "in_container": "true or false",

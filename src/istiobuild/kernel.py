@@ -31,8 +31,9 @@ KERNEL_HALF = 1 << 63  # mappings at or above it are the kernel's (x86_64's [vsy
 TARGET_FIX = "give page_size=4k|64k[,va_bits=39|42|47|48|52|57], e.g. page_size=64k,va_bits=48"
 VA_WARNING = (
     "{bits}-bit virtual addresses: allocators that assume 48-bit addresses may fail (istio#51708, "
-    "envoy's Google tcmalloc in Istio 1.22+); 1.22+ builds will offer gperftools"
+    "envoy's Google tcmalloc in Istio 1.22+); 1.22+ builds take gperftools for such a target (--allocator)"
 )
+ALLOCATORS = ("auto", "tcmalloc", "gperftools")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -198,3 +199,28 @@ def plan_note(target_kernel: str) -> list[str]:
     target = check_target_kernel(target_kernel)
     warning = advice(target, target.page_size)
     return [f"target kernel {target.spec()}: built for {target.page_size} pages" + (f"; {warning}" if warning else "")]
+
+
+def choose_allocator(requested: str, line: str, target_kernel: str) -> tuple[str, str]:
+    """(allocator, why) for a release whose line's mechanism says `line` (mechanism.Allocator): `tcmalloc` (Google's,
+    envoy's default from 1.22) or `gperftools`. `auto` takes gperftools on 1.22+ when the deployment kernel has
+    fewer than 48 virtual address bits (istio#51708); a choice the line cannot make is a UsageError."""
+    target = check_target_kernel(target_kernel) if target_kernel else None
+    if line != "tcmalloc_default_gperftools_optin":
+        built = "gperftools"  # 1.8-1.21 force it in the proxy .bazelrc; envoy up to 1.7 has nothing else
+        if requested == "tcmalloc":
+            raise UsageError(
+                "--allocator tcmalloc: this release's envoy is built with gperftools (the proxy's .bazelrc forces it "
+                "up to 1.21, and older envoys have no other)",
+                hint="leave --allocator at auto; Google tcmalloc is envoy's default from Istio 1.22",
+            )
+        return built, "the line's only allocator"
+    if requested != "auto":
+        return requested, f"--allocator {requested}"
+    if target is not None and target.va_bits is not None and target.va_bits < ALLOCATOR_VA_BITS:
+        return "gperftools", f"the target kernel has {target.va_bits}-bit virtual addresses (tcmalloc assumes 48)"
+    return (
+        "tcmalloc",
+        "envoy's default (give --allocator gperftools, or --target-kernel with va_bits, for kernels "
+        "with fewer than 48-bit addresses)",
+    )

@@ -35,6 +35,7 @@ class BuildPlan:
     workdir: str
     tag: str
     page_size: str
+    allocator: str
     stages: tuple[Stage, ...]
     layout: Layout
     notes: tuple[str, ...] = ()
@@ -98,6 +99,8 @@ def make_plan(
     page_size = kernel.build_page_size(
         settings.page_size, settings.target_kernel, arch=arch, host=host, host_page_size=host_page_size
     )
+    mech = release.mechanism.allocator if release.mechanism else "default"
+    allocator, why = kernel.choose_allocator(settings.allocator, mech, settings.target_kernel)
     p = PlanInput(
         release=release,
         arch=arch,
@@ -109,6 +112,7 @@ def make_plan(
         layout=layout_for(settings, release, arch),
         sources={s.component: s for s in sources(release, settings)},
         page_size=page_size,
+        allocator=allocator,
         tag=settings.tag or release.version,
         ci=ci,
     )
@@ -127,9 +131,10 @@ def make_plan(
         workdir=str(settings.workdir),
         tag=p.tag,
         page_size=page_size,
+        allocator=allocator,
         stages=tuple(stages),
         layout=p.layout,
-        notes=tuple(_notes(p, host)),
+        notes=(*_notes(p, host), f"allocator {allocator}: {why}"),
     )
 
 
@@ -155,7 +160,7 @@ def render(plan: BuildPlan) -> str:
     """The plan as text: command steps can be pasted into a shell as shown; actions say what istiobuild does."""
     lines = [
         f"release {plan.release}  arch {plan.arch} (host {plan.host})  mode {plan.mode}  toolchain {plan.toolchain}"
-        f"  tag {plan.tag}  page size {plan.page_size}",
+        f"  tag {plan.tag}  page size {plan.page_size}  allocator {plan.allocator}",
         f"workdir {plan.workdir}",
     ]
     lines += [f"note: {n}" for n in plan.notes]

@@ -32,7 +32,7 @@ PAYLOAD_TYPE = "application/vnd.in-toto+json"  # a DSSE envelope's payloadType f
 BUILD_TYPE = "https://istiobuild.github.io/buildtypes/release/v1"  # specified in docs/provenance.md
 # The externalParameters of BUILD_TYPE: exactly these, each a string (docs/provenance.md).
 EXTERNAL_PARAMETERS = ("release", "arch", "toolchain", "pageSize", "hub", "tag")
-OPTIONAL_EXTERNAL_PARAMETERS = ("targetKernel",)  # only when given (--target-kernel, kernel.py)
+OPTIONAL_EXTERNAL_PARAMETERS = ("targetKernel", "allocator")  # targetKernel when given; allocator since 1.22 support
 
 # Digest algorithms the in-toto DigestSet spec fixes a size for (bytes); their values are lower-case hex.
 _DIGEST_BYTES = {

@@ -22,7 +22,7 @@ from istiobuild.stages.record import WriteRecord
 
 # record facts -> the settings they came from
 PARAMETERS = {"release": "release", "arch": "arch", "toolchain_profile": "toolchain", "page_size": "page_size",
-              "hub": "hub", "tag": "tag"}  # fmt: skip
+              "allocator": "allocator", "hub": "hub", "tag": "tag"}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -78,6 +78,7 @@ def _from_statement(statement: Mapping[str, Any], path: Path) -> dict[str, Any]:
         "arch": external["arch"],
         "toolchain_profile": external["toolchain"],
         "page_size": external.get("pageSize", "auto"),
+        "allocator": external.get("allocator", ""),
         "hub": external.get("hub", "istio"),
         "tag": external.get("tag", ""),
         "subjects": statement.get("subject", []),

@@ -118,6 +118,7 @@ class PlanInput:
     layout: Layout
     sources: Mapping[Component, Source]
     page_size: str
+    allocator: str  # envoy's: tcmalloc or gperftools (kernel.choose_allocator)
     tag: str
     ci: bool = False
 

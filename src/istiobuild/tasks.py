@@ -50,6 +50,7 @@ OPTIONS = {
         Option(name="mirror", setting="mirror", help="base URL or directory whose proxy, envoy, istio entries replace the upstream URLs"),
         Option(name="page_size", setting="page_size", help="kernel page size envoy will run with: auto, 4k or 64k"),
         Option(name="target_kernel", setting="target_kernel", help="the kernel envoy will run on, e.g. page_size=64k,va_bits=48 (va_bits optional); page size auto follows it"),
+        Option(name="allocator", setting="allocator", help="envoy's allocator (1.22+): auto (gperftools for a target kernel with < 48-bit addresses), tcmalloc or gperftools"),
         Option(name="jobs", setting="jobs", help="bazel --jobs (default: bazel's own choice; `invoke doctor` suggests one)"),
         Option(name="remote_cache", setting="remote_cache", help="bazel remote cache URL, http(s) or grpc(s) (credentials in it are never printed)"),
         Option(name="remote_upload", setting="remote_upload", help="on|off: upload local results to the remote cache (default on; off = read it only)"),
@@ -96,7 +97,7 @@ OPTIONS = {
 }  # fmt: skip
 SETTINGS = ("release", "arch", "toolchain", "workdir", "mirror", "page_size", "jobs", "remote_cache", "remote_upload",
             "remote_executor", "remote_platform", "downloads", "ztunnel", "ztunnel_sha256",
-            "hub", "tag", "push", "in_container", "builder", "signing_key", "target_kernel")  # fmt: skip
+            "hub", "tag", "push", "in_container", "builder", "signing_key", "target_kernel", "allocator")  # fmt: skip
 
 
 def settings_of(values: dict[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from istiobuild.grammar import (
     setting_name,
     show,
 )
-from istiobuild.kernel import check_target_kernel
+from istiobuild.kernel import ALLOCATORS, check_target_kernel
 
 if TYPE_CHECKING:
     from istiobuild.config import Settings
@@ -261,6 +261,8 @@ def _validate_build(settings: Settings, name: _Names) -> None:
     if settings.bazel_version:
         check_bazel_version(settings.bazel_version, name("bazel_version"))
     check_page_size(settings.page_size, name("page_size"))
+    if settings.allocator not in ALLOCATORS:
+        raise fail(name("allocator"), settings.allocator, "is not an allocator", f"give one of {', '.join(ALLOCATORS)}")
     _validate_kernel(settings, name)
     if settings.remote_cache:
         check_url(settings.remote_cache, name("remote_cache"), CACHE_SCHEMES)

@@ -243,6 +243,8 @@ def _bazel_args(p: PlanInput, envoy_dir: Path) -> list[str]:
     ]
     if p.settings.jobs:
         args.append(f"--jobs={p.settings.jobs}")
+    if p.allocator == "gperftools" and p.release.mechanism and p.release.mechanism.allocator.endswith("optin"):
+        args.append("--define=tcmalloc=gperftools")  # 1.22+: Google tcmalloc is envoy's default (istio#51708)
     args += remotecache.public_flags(p.settings, p.settings.bazel_version or p.release.bazel_version)
     if p.toolchain.family is Family.GCC:
         args.append("--action_env=BAZEL_COMPILER")
