@@ -21,6 +21,7 @@ APT_PACKAGES=(
   groovy shellcheck  # CI pipeline tests: the Jenkinsfile's Groovy syntax; actionlint's check of run: scripts
   nginx-light skopeo openssl
   go-bindata  # istio 1.5 and the example regenerate what istioctl embeds (make gen-charts)
+  rustc cargo  # ztunnel (1.18+ lines, example-next) built with cargo from its pinned commit
 )
 
 SUDO=
@@ -46,10 +47,14 @@ if [ "$(uname -m)" != aarch64 ]; then
   fi
 fi
 
-# arm64 packages (busybox-static for the example's arm64 base image) come from Debian's index.
+# arm64 packages (busybox-static for the example's arm64 base image, Rust's standard library for aarch64
+# ztunnel cross builds) come from Debian's index.
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   $SUDO dpkg --add-architecture arm64
   $SUDO apt-get update -qq
+fi
+if ! dpkg-query -W -f='${Status}' libstd-rust-dev:arm64 2>/dev/null | grep -q "install ok installed"; then
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends libstd-rust-dev:arm64 >/dev/null
 fi
 
 # A docker engine. No image can be pulled here: base images are imported from local rootfs tars.

@@ -100,7 +100,7 @@ def test_generation_is_deterministic_and_matches_the_toml(
     generated: dict[str, example.ExampleRepo], tmp_path: Path
 ) -> None:
     again = example.generate(tmp_path / "other")
-    assert list(generated) == list(again) == ["envoy", "proxy", "istio", "istio-next"]
+    assert list(generated) == list(again) == ["envoy", "proxy", "istio", "ztunnel", "istio-next"]
     for name, repo in generated.items():
         other = again[name]
         assert (repo.commit, repo.head, repo.tag, repo.sha256) == (
@@ -116,6 +116,12 @@ def test_generation_is_deterministic_and_matches_the_toml(
     # example-next: the same envoy and proxy, istio-next (istio with the 1.18+ mechanisms on top)
     nxt = pins("example-next")
     assert nxt["istio"] == {"tag": "0.1.0", "commit": generated["istio-next"].commit}
+    # istio-next pins the ztunnel commit in istio.deps (ZTUNNEL_REPO_SHA), as 1.18+ pins istio/ztunnel
+    nxt_repo = generated["istio-next"]
+    deps = json.loads(
+        git("--git-dir", str(nxt_repo.path / ".git"), "show", f"{nxt_repo.commit}:istio.deps", env=clean_env(tmp_path))
+    )
+    assert {e["name"]: e["lastStableSHA"] for e in deps}["ZTUNNEL_REPO_SHA"] == generated["ztunnel"].commit
     assert (nxt["proxy"], nxt["envoy"]) == (toml["proxy"], toml["envoy"])
     assert toml["envoy"] == {
         "repo": "example/envoy",
@@ -163,7 +169,7 @@ def test_caller_environment_and_config_do_not_matter(
 
 def test_tags_peel_to_the_pinned_commits(generated: dict[str, example.ExampleRepo], tmp_path: Path) -> None:
     env = clean_env(tmp_path)
-    toml = {**pins(), "istio-next": pins("example-next")["istio"]}
+    toml = {**pins(), "istio-next": pins("example-next")["istio"], "ztunnel": {"commit": generated["ztunnel"].commit}}
     for name, repo in generated.items():
         gitdir = str(repo.path / ".git")
         assert git("--git-dir", gitdir, "rev-parse", "HEAD", env=env) == repo.head
@@ -172,8 +178,8 @@ def test_tags_peel_to_the_pinned_commits(generated: dict[str, example.ExampleRep
         assert repo.head != repo.commit
         assert git("--git-dir", gitdir, "symbolic-ref", "HEAD", env=env) == "refs/heads/main"
         tags = git("--git-dir", gitdir, "tag", "--list", env=env).split()
-        if name == "envoy":
-            assert tags == []  # pinned by SHA only, like the real proxy pins envoy
+        if name in ("envoy", "ztunnel"):
+            assert tags == []  # pinned by SHA only, like the real proxy pins envoy and istio.deps ztunnel
             continue
         assert tags == [toml[name]["tag"]] == ["0.1.0"]
         assert git("--git-dir", gitdir, "cat-file", "-t", "refs/tags/0.1.0", env=env) == "tag"
@@ -538,7 +544,7 @@ def test_generate_fills_an_empty_directory(tmp_path: Path) -> None:
     dest = tmp_path / "empty"
     dest.mkdir()
     repos = example.generate(dest)
-    assert sorted(p.name for p in dest.iterdir()) == ["envoy", "istio", "istio-next", "proxy"]
+    assert sorted(p.name for p in dest.iterdir()) == ["envoy", "istio", "istio-next", "proxy", "ztunnel"]
     assert all(r.path.parent == dest for r in repos.values())
 
 

@@ -20,12 +20,13 @@ from pathlib import Path
 import pytest
 
 from helpers import invoke, one_error
-from istiobuild import baseimages, imagedefs, mechanism
+from istiobuild import baseimages, example, imagedefs, mechanism
 from istiobuild.elf import read as read_elf
 
 GOARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 CC = {"x86_64": "gcc", "aarch64": "aarch64-linux-gnu-gcc"}
 IMAGES = ("pilot", "proxyv2", "ztunnel")
+ZTUNNEL_SHA = "86fdabaf8cb15faf5ee4cf893c8df02ff79b6307"  # the example's ztunnel, pinned in istio-next's istio.deps
 
 pytestmark = pytest.mark.slow
 
@@ -47,15 +48,34 @@ def build(work: Path, arch: str, *args: str) -> subprocess.CompletedProcess[str]
     )  # fmt: skip
 
 
+def git_out(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def ztunnel_checkout(directory: Path) -> Path:
+    """A clone of the example's ztunnel at the commit istio-next pins (istio.deps ZTUNNEL_REPO_SHA)."""
+    repos = example.generate(directory / "upstream")
+    clone = directory / "ztunnel"
+    subprocess.run(["git", "clone", "--quiet", str(repos["ztunnel"].path), str(clone)], check=True)
+    subprocess.run(["git", "-C", str(clone), "checkout", "--quiet", repos["ztunnel"].commit], check=True)
+    return clone
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    """x86_64 with a supplied ztunnel; aarch64 with ztunnel built by cargo (Debian's, with the arm64 standard
+    library) from the pinned commit."""
     root = tmp_path_factory.mktemp("next")
     works = {}
     for arch in GOARCH:
         (root / arch).mkdir()
-        binary, digest = ztunnel(root / arch, arch)
+        if arch == "x86_64":
+            binary, digest = ztunnel(root / arch, arch)
+            given = ("--ztunnel", str(binary), "--ztunnel-sha256", digest)
+        else:
+            given = ("--ztunnel-repo", str(ztunnel_checkout(root / arch)), "--cargo", "/usr/bin/cargo")
         work = root / arch / "work"
-        proc = build(work, arch, "--ztunnel", str(binary), "--ztunnel-sha256", digest)
+        proc = build(work, arch, *given)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         works[arch] = work
     yield works
@@ -78,7 +98,7 @@ def test_builds_and_verifies_every_image_for_the_arch(built: dict[str, Path], ar
         [
             f"out/linux_{goarch}/release/envoy-15333b806ac147d9e919caeed538beb5ac6f051a",
             f"out/linux_{goarch}/release/envoy",
-            f"out/linux_{goarch}/release/ztunnel-0e1c5d7a9b3f2e4d6c8a0b1d3f5e7a9c2b4d6e8f",
+            f"out/linux_{goarch}/release/ztunnel-{ZTUNNEL_SHA}",
             f"out/linux_{goarch}/ztunnel",
         ]
     )
@@ -96,13 +116,49 @@ def test_builds_and_verifies_every_image_for_the_arch(built: dict[str, Path], ar
     assert not (contexts / "build.docker.istioctl").exists()  # defined in docker.yaml, not in DOCKER_TARGETS
 
 
-def test_the_provenance_names_the_supplied_ztunnel(built: dict[str, Path]) -> None:
-    out = built["aarch64"] / "example-next-aarch64"
-    statement = json.loads((out / "provenance.json").read_text())
-    deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
-    supplied = [d for d in deps if d["name"] == "ztunnel"]
-    digest = hashlib.sha256((built["aarch64"].parent / "ztunnel-arm64").read_bytes()).hexdigest()
-    assert supplied == [{"name": "ztunnel", "digest": {"sha256": digest}, "annotations": {"role": "supplied"}}]
+def test_the_provenance_names_the_ztunnel_supplied_or_built(built: dict[str, Path]) -> None:
+    def ztunnels(arch: str) -> list[dict[str, object]]:
+        out = built[arch] / f"example-next-{arch}"
+        statement = json.loads((out / "provenance.json").read_text())
+        deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+        return [d for d in deps if str(d["name"]).startswith("ztunnel")]
+
+    supplied = hashlib.sha256((built["x86_64"].parent / "ztunnel-amd64").read_bytes()).hexdigest()
+    assert ztunnels("x86_64") == [
+        {"name": "ztunnel", "digest": {"sha256": supplied}, "annotations": {"role": "supplied"}}
+    ]
+    record = json.loads((built["aarch64"] / "example-next-aarch64" / "ztunnel.json").read_text())
+    versions = record["versions"]
+    assert versions["/usr/bin/cargo"].startswith("cargo ") and versions["/usr/bin/rustc"].startswith("rustc ")
+    assert ztunnels("aarch64") == [
+        {"name": "ztunnel", "digest": {"sha256": record["sha256"]}, "annotations": {"role": "built with cargo"}},
+        {"name": "ztunnel source", "digest": {"gitCommit": ZTUNNEL_SHA}},
+    ]
+    # what cargo built is what was pre-placed (and what the image carries: verify checked its ELF)
+    placed = json.loads((built["aarch64"] / "example-next-aarch64" / "preplaced.json").read_text())
+    assert {e["sha256"] for e in placed.values() if e["source"] == "ztunnel"} == {record["sha256"]}
+    assert record["commit"] == ZTUNNEL_SHA
+
+
+def test_a_ztunnel_checkout_at_another_commit_or_without_the_targets_std_is_refused(
+    built: dict[str, Path], tmp_path: Path
+) -> None:
+    clone = ztunnel_checkout(tmp_path)
+    subprocess.run(["git", "-C", str(clone), "checkout", "--quiet", "main"], check=True)
+    head = git_out(clone, "rev-parse", "HEAD")
+    proc = build(built["aarch64"], "aarch64", "--ztunnel-repo", str(clone), "--cargo", "/usr/bin/cargo")
+    assert f"is at {head[:12]}, but istio pins ztunnel {ZTUNNEL_SHA}" in one_error(proc)
+    assert f"git -C {clone} checkout {ZTUNNEL_SHA}" in proc.stderr
+    assert git_out(clone, "rev-parse", "HEAD") == head and git_out(clone, "status", "--porcelain") == ""
+    # a rustc whose sysroot has no aarch64 standard library (rustup's default install): refused before any stage
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "cargo").symlink_to("/usr/bin/cargo")
+    (tools / "rustc").write_text(f"#!/bin/sh\necho {tmp_path / 'sysroot'}\n")
+    (tools / "rustc").chmod(0o755)
+    line = one_error(build(tmp_path / "w", "aarch64", "--ztunnel-repo", str(clone), "--cargo", str(tools / "cargo")))
+    assert "has no standard library for aarch64-unknown-linux-gnu" in line
+    assert not (tmp_path / "w" / "example-next").exists()
 
 
 def test_without_preplacing_the_miniature_downloads_as_upstream_does(built: dict[str, Path], tmp_path: Path) -> None:

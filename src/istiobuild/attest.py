@@ -76,8 +76,15 @@ def dependencies(release: Release, layout: Layout, builder: tuple[str, str] | No
     for name, entry in sorted((_json(layout.artifacts / "downloads.json") or {}).items()):
         if isinstance(entry, Mapping) and entry.get("sha256"):
             deps.append(Dependency(name=name, digest={"sha256": entry["sha256"]}, annotations={"role": "download"}))
-    supplied = {e["sha256"] for e in (_json(layout.record("preplaced")) or {}).values() if e.get("source") == "ztunnel"}
-    deps += [Dependency(name="ztunnel", digest={"sha256": h}, annotations={"role": "supplied"}) for h in supplied]
+    ztunnels = {
+        (e["sha256"], "built with cargo" if e.get("built") else "supplied")
+        for e in (_json(layout.record("preplaced")) or {}).values()
+        if e.get("source") == "ztunnel"
+    }
+    deps += [Dependency(name="ztunnel", digest={"sha256": h}, annotations={"role": r}) for h, r in sorted(ztunnels)]
+    source = _json(layout.record("ztunnel")) or {}
+    if source.get("commit"):
+        deps.append(Dependency(name="ztunnel source", digest={"gitCommit": source["commit"]}))
     if builder:
         deps.append(provenance.image_dependency(builder[0], builder[1], role="builder"))
     deps += tools(layout)

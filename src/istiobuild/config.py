@@ -56,6 +56,8 @@ class Settings:
     downloads: str = ""  # directory holding files upstream scripts would download (wasm, ...)
     ztunnel: str = ""  # a ztunnel binary built for the target (1.18+ lines pre-place it)
     ztunnel_sha256: str = ""  # its sha256, checked before any stage
+    ztunnel_repo: str = ""  # or a ztunnel checkout at istio.deps' commit, built with cargo for the target
+    cargo: str = "cargo"
     jvm_heap: str = "3g"  # bazel server -Xmx (small ARM machines OOM with the default)
     push: bool = False  # push the images to `hub` after verifying them
     in_container: bool = False  # run the toolchain, proxy and istio stages inside `builder`
@@ -105,6 +107,8 @@ _WANTED = {
     "downloads": "a directory",
     "ztunnel": "the path of a ztunnel binary",
     "ztunnel_sha256": "a sha256 (64 hex digits)",
+    "ztunnel_repo": "a ztunnel git checkout",
+    "cargo": "a program name or absolute path",
     "mirror": "a base URL or directory",
     "repos": "a repository URL or directory",
     "base_images": "an image reference",

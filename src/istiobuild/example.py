@@ -13,7 +13,7 @@ The proxy WORKSPACE pins the envoy commit and the sha256 of its `git archive` ta
 pins the proxy commit. Everything is deterministic (fixed identities and dates, explicit file
 modes, git run with no user or system config), so releases/example.toml can pin the SHAs.
 
-Template files may use @NAME@ placeholders: VERSION, ENVOY_SHA, ENVOY_SHA256, PROXY_SHA.
+Template files may use @NAME@ placeholders: VERSION, ENVOY_SHA, ENVOY_SHA256, PROXY_SHA, ZTUNNEL_SHA.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pathlib import Path
 from istiobuild.errors import IstiobuildError
 from istiobuild.resources import data_dir
 
-COMPONENTS = ("envoy", "proxy", "istio", "istio-next")
+COMPONENTS = ("envoy", "proxy", "istio", "ztunnel", "istio-next")
 # istio-next is istio with these templates on top: the mechanisms of the 1.18+ lines (pre-placed envoy and
 # ztunnel, images from tools/docker.yaml). Its files keep istio's modes unless executables.txt names them.
 OVERLAYS = {"istio-next": "istio"}
@@ -262,6 +262,9 @@ def _build(root: Path, env: Mapping[str, str]) -> dict[str, ExampleRepo]:
         elif name == "proxy":
             pinned = {**pinned, "PROXY_SHA": commit}
             following = {**following, "PROXY_SHA": head}
+        elif name == "ztunnel":  # istio-next's istio.deps pins it (ZTUNNEL_REPO_SHA), as 1.18+ pins istio/ztunnel
+            pinned = {**pinned, "ZTUNNEL_SHA": commit}
+            following = {**following, "ZTUNNEL_SHA": head}
     return repos
 
 

@@ -71,7 +71,7 @@ class PlaceBuilt(Action):
     paths: tuple[str, ...]  # preplace templates of source envoy or ztunnel, {goarch}/{proxy_sha}/{envoy_dir} known
     values: dict[str, str]
     ztunnel: Path | None
-    ztunnel_sha256: str
+    ztunnel_sha256: str  # "" for a ztunnel this build makes with cargo (ztunnel.py): checked when it exists
     arch: Arch
     record: Path
 
@@ -81,7 +81,9 @@ class PlaceBuilt(Action):
         for template in self.paths:
             dest = self.istio / string.Formatter().vformat(template, (), shown)
             src = (
-                f"{self.envoy}" if source_of(template) == "envoy" else f"{self.ztunnel} (sha256 {self.ztunnel_sha256})"
+                f"{self.envoy}"
+                if source_of(template) == "envoy"
+                else f"{self.ztunnel} ({f'sha256 {self.ztunnel_sha256}' if self.ztunnel_sha256 else 'built above'})"
             )
             parts.append(f"{src} -> {dest}")
         return f"pre-place (mode 0755, sha256 recorded in {self.record}): " + "; ".join(parts)
@@ -93,21 +95,23 @@ class PlaceBuilt(Action):
             raise UsageError(
                 "this release line's istio downloads ztunnel for amd64 unless it is pre-placed, and no ztunnel "
                 "was given",
-                hint=f"build ztunnel for {self.arch} from the commit istio.deps pins ({ZTUNNEL_DEPS}) and pass "
-                "--ztunnel FILE --ztunnel-sha256 HEX",
+                hint=f"pass --ztunnel FILE --ztunnel-sha256 HEX (a ztunnel for {self.arch}), or --ztunnel-repo DIR "
+                f"(a checkout of istio/ztunnel at istio.deps' {ZTUNNEL_DEPS}, built here with cargo)",
             )
         if self.ztunnel is not None and not needs:
             raise UsageError(
                 "--ztunnel was given, but this release line's istio has no ztunnel",
                 hint="leave --ztunnel out (ztunnel arrives in 1.18)",
             )
-        if self.ztunnel is not None:
+        if self.ztunnel is not None and self.ztunnel_sha256:
             check_ztunnel(self.ztunnel, self.ztunnel_sha256, self.arch, what="--ztunnel")
 
     def perform(self, ex: Executor) -> None:
         values = dict(self.values)
         if any(source_of(t) == "ztunnel" for t in self.paths):
             self.check()
+            if self.ztunnel is not None and not self.ztunnel_sha256:  # built: check what cargo made
+                check_ztunnel(self.ztunnel, sha256_file(self.ztunnel), self.arch, what="the built ztunnel")
             try:
                 values["ztunnel_sha"] = deps_sha(self.istio, ZTUNNEL_DEPS)
             except ValueError as exc:
@@ -121,6 +125,11 @@ class PlaceBuilt(Action):
             dest = self.istio / string.Formatter().vformat(template, (), values)
             dest.parent.mkdir(parents=True, exist_ok=True)
             fsutil.copy_atomic(src, dest, mode=0o755)
-            record[str(dest)] = {"source": source_of(template), "from": str(src), "sha256": sha256_file(dest)}
+            record[str(dest)] = {
+                "source": source_of(template),
+                "from": str(src),
+                "sha256": sha256_file(dest),
+                **({"built": True} if source_of(template) == "ztunnel" and not self.ztunnel_sha256 else {}),
+            }
         fsutil.write_json(self.record, record)
         ex.console.info(f"pre-placed {len(record)} files: {', '.join(Path(p).name for p in record)}")

@@ -59,6 +59,8 @@ OPTIONS = {
         Option(name="downloads", setting="downloads", help="directory holding files upstream scripts would download (1.5.x wasm, 1.4.x helm)"),
         Option(name="ztunnel", setting="ztunnel", help="ztunnel binary built for the target (1.18+ lines; never the amd64 download)"),
         Option(name="ztunnel_sha256", setting="ztunnel_sha256", help="sha256 of --ztunnel (required with it)"),
+        Option(name="ztunnel_repo", setting="ztunnel_repo", help="ztunnel checkout at the commit istio pins: built with cargo for the target (instead of --ztunnel)"),
+        Option(name="cargo", setting="cargo", help="cargo for --ztunnel-repo (default cargo; its rustc needs the target's standard library)"),
         Option(name="hub", setting="hub", help="image repository prefix, e.g. 127.0.0.1:5000/istio (default istio)"),
         Option(name="tag", setting="tag", help="image tag (default: the release); images are <hub>/<name>:<tag>-<arm64|amd64>"),
         Option(name="push", setting="push", kind=bool, help="push the verified images to --hub (credentials from the docker config)"),
@@ -96,7 +98,7 @@ OPTIONS = {
     )
 }  # fmt: skip
 SETTINGS = ("release", "arch", "toolchain", "workdir", "mirror", "page_size", "jobs", "remote_cache", "remote_upload",
-            "remote_executor", "remote_platform", "downloads", "ztunnel", "ztunnel_sha256",
+            "remote_executor", "remote_platform", "downloads", "ztunnel", "ztunnel_sha256", "ztunnel_repo", "cargo",
             "hub", "tag", "push", "in_container", "builder", "signing_key", "target_kernel", "allocator")  # fmt: skip
 
 

@@ -312,3 +312,15 @@ def _validate_ztunnel(settings: Settings, name: _Names) -> None:
         raise fail(name("ztunnel_sha256"), settings.ztunnel_sha256, "is not a sha256", "give 64 lowercase hex digits")
     if settings.ztunnel_sha256 and not settings.ztunnel:
         raise ConfigError("a ztunnel sha256 was given without --ztunnel", hint="pass --ztunnel FILE as well")
+    check_program(settings.cargo, name("cargo"))
+    if not settings.ztunnel_repo:
+        return
+    if settings.ztunnel:
+        raise ConfigError(
+            "both --ztunnel and --ztunnel-repo were given", hint="supply the binary, or the checkout to build it from"
+        )
+    check_path_text(settings.ztunnel_repo, name("ztunnel_repo"))
+    if not (Path(settings.ztunnel_repo) / ".git").exists():
+        raise fail(
+            name("ztunnel_repo"), settings.ztunnel_repo, "is not a git checkout", "give a clone of istio/ztunnel"
+        )

@@ -19,6 +19,8 @@ from istiobuild.release import Component
 from istiobuild.stages import record
 from istiobuild.steps import Action, PlanInput, Stage, StageName
 from istiobuild.targets import run_target
+from istiobuild.ztunnel import BuildZtunnel
+from istiobuild.ztunnel import output as ztunnel_output
 
 # init.sh must never fetch anything unpinned: its download URLs point nowhere, and every file it
 # would download is placed by istiobuild first (see docs/downloads.md).
@@ -313,13 +315,32 @@ def _how(p: PlanInput) -> str:
     }.get(how, "USE_LOCAL_PROXY=1: the envoy built by the proxy stage")
 
 
-def _preplace(p: PlanInput) -> tuple[PlaceBuilt, ...]:
-    """The line's pre-placed envoy and ztunnel paths (the wasm ones are the release's downloads)."""
+def _preplace(p: PlanInput) -> tuple[Action, ...]:
+    """The line's pre-placed envoy and ztunnel paths (the wasm ones are the release's downloads); ztunnel built
+    first when --ztunnel-repo names its checkout."""
     mech = p.release.mechanism
     paths = tuple(t for t in mech.preplace if source_of(t) != "download") if mech else ()
-    if not paths and not p.settings.ztunnel:
+    if not paths and not p.settings.ztunnel and not p.settings.ztunnel_repo:
         return ()
+    built: tuple[Action, ...] = ()
+    ztunnel = Path(p.settings.ztunnel).absolute() if p.settings.ztunnel else None
+    if p.settings.ztunnel_repo:
+        repo = Path(p.settings.ztunnel_repo).absolute()
+        built = (
+            BuildZtunnel(
+                repo=repo,
+                istio=p.checkout(Component.ISTIO),
+                arch=p.arch,
+                host=p.host,
+                cargo=p.settings.cargo,
+                cargo_home=p.settings.cache / "cargo",
+                epoch=p.release.source_date_epoch,
+                record=p.layout.record("ztunnel"),
+            ),
+        )
+        ztunnel = ztunnel_output(repo, p.arch)
     return (
+        *built,
         PlaceBuilt(
             istio=p.checkout(Component.ISTIO),
             envoy=p.layout.artifacts / "envoy",
@@ -329,7 +350,7 @@ def _preplace(p: PlanInput) -> tuple[PlaceBuilt, ...]:
                 "proxy_sha": p.release.pins[Component.PROXY].commit,
                 "envoy_dir": str(p.layout.artifacts),
             },
-            ztunnel=Path(p.settings.ztunnel).absolute() if p.settings.ztunnel else None,
+            ztunnel=ztunnel,
             ztunnel_sha256=p.settings.ztunnel_sha256,
             arch=p.arch,
             record=p.layout.record("preplaced"),
@@ -340,7 +361,7 @@ def _preplace(p: PlanInput) -> tuple[PlaceBuilt, ...]:
 def preflight(stage: Stage) -> None:
     """Every file the stage must place is obtainable (supplied, or pinned by sha256): checked before any work."""
     for step in stage.steps:
-        if isinstance(step, PlaceBuilt):
+        if isinstance(step, (PlaceBuilt, BuildZtunnel)):
             step.check()
         if not isinstance(step, PrepareIstio):
             continue

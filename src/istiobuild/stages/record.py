@@ -185,6 +185,7 @@ def plan(p: PlanInput, images: tuple[str, ...]) -> Stage:
         "verify",
     )
     keys += ("preplaced",) if _preplaces(p) else ()
+    keys += ("ztunnel",) if p.settings.ztunnel_repo else ()
     keys += ("archives",) if p.release.archive is not None else ()
     keys += ("pushed",) if p.settings.push else ()
     facts: tuple[tuple[str, str], ...] = (

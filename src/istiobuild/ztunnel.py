@@ -1,0 +1,126 @@
+"""ztunnel built with cargo from the commit istio pins, for the target (`--ztunnel-repo DIR`, 1.18+ lines).
+
+istio's bin/build_ztunnel.sh builds ztunnel when BUILD_ZTUNNEL_REPO names a checkout (`cargo build
+--profile=<p> --target=<BUILD_ZTUNNEL_TARGET>`, output out/rust/<target>/<profile>/ztunnel), but then still
+downloads the amd64 release binary unless release/ztunnel-<ZTUNNEL_REPO_SHA> exists. So istiobuild runs that
+cargo build itself, in the user's checkout (which must be at istio.deps' ZTUNNEL_REPO_SHA with no tracked
+changes: it is never changed), and the result is pre-placed like a supplied ztunnel (preplace.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from istiobuild import fsutil
+from istiobuild.arch import Arch
+from istiobuild.downloads import sha256_file
+from istiobuild.elf import read as read_elf
+from istiobuild.errors import StepFailed, ToolError, UsageError
+from istiobuild.executor import Executor
+from istiobuild.git import out
+from istiobuild.preplace import ZTUNNEL_DEPS, deps_sha
+from istiobuild.run import run, which
+from istiobuild.steps import Action, Command
+
+PROFILE = "release"
+CROSS_LINKER = {Arch.AARCH64: "aarch64-linux-gnu-gcc", Arch.X86_64: "x86_64-linux-gnu-gcc"}
+
+
+def rust_triple(arch: Arch) -> str:
+    return f"{arch.value}-unknown-linux-gnu"
+
+
+def output(repo: Path, arch: Arch) -> Path:
+    """Where cargo writes the binary (ztunnel's .cargo/config.toml: target-dir out/rust)."""
+    return repo / "out" / "rust" / rust_triple(arch) / PROFILE / "ztunnel"
+
+
+def rustc_beside(cargo: str) -> str:
+    """The rustc next to `cargo` (Debian's /usr/bin pair, a rustup toolchain's bin), else the one on PATH."""
+    found = which(cargo)
+    sibling = Path(found).parent / "rustc" if found else None
+    return str(sibling) if sibling is not None and sibling.is_file() else "rustc"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BuildZtunnel(Action):
+    repo: Path
+    istio: Path
+    arch: Arch
+    host: Arch
+    cargo: str
+    cargo_home: Path
+    epoch: int
+    record: Path
+
+    def env(self) -> dict[str, str]:
+        env = {
+            "CARGO_HOME": str(self.cargo_home),
+            "CARGO_TARGET_DIR": str(self.repo / "out" / "rust"),
+            "RUSTC": rustc_beside(self.cargo),
+            "SOURCE_DATE_EPOCH": str(self.epoch),
+        }
+        if self.arch != self.host:
+            env[f"CARGO_TARGET_{rust_triple(self.arch).upper().replace('-', '_')}_LINKER"] = CROSS_LINKER[self.arch]
+        return env
+
+    def argv(self) -> list[str]:
+        return [self.cargo, "build", "--locked", "--profile", PROFILE, "--target", rust_triple(self.arch)]
+
+    def render(self) -> str:
+        settings = " ".join(f"{k}={v}" for k, v in sorted(self.env().items()))
+        return (
+            f"{self.repo} must be at istio.deps {ZTUNNEL_DEPS} with no tracked changes (it is never changed); "
+            f"run ({settings}) {' '.join(self.argv())} there; {output(self.repo, self.arch)} must be an ELF for "
+            f"{self.arch}; record the commit, cargo and rustc versions and its sha256 in {self.record}"
+        )
+
+    def check(self) -> None:
+        """Before any stage: cargo runs, and its rustc has the target's standard library."""
+        if which(self.cargo) is None:
+            raise ToolError(
+                f"cargo ({self.cargo}) not found: --ztunnel-repo builds ztunnel with it",
+                hint="install Rust (Debian: apt-get install cargo rustc) or pass --cargo PATH",
+            )
+        rustc = rustc_beside(self.cargo)
+        sysroot = run([rustc, "--print", "sysroot"], capture=True, check=False, what="rustc's sysroot")
+        triple = rust_triple(self.arch)
+        if sysroot.returncode != 0 or not (Path(sysroot.stdout.strip()) / "lib" / "rustlib" / triple).is_dir():
+            raise ToolError(
+                f"{rustc} has no standard library for {triple}: ztunnel cannot be built for {self.arch}",
+                hint=f"rustup target add {triple}, or (Debian) apt-get install libstd-rust-dev:{self.arch.goarch} "
+                "and pass --cargo /usr/bin/cargo",
+            )
+
+    def perform(self, ex: Executor) -> None:
+        try:
+            sha = deps_sha(self.istio, ZTUNNEL_DEPS)
+        except ValueError as exc:
+            raise StepFailed(str(exc), log=ex.log) from None
+        if not sha:
+            raise StepFailed(f"istio.deps pins no {ZTUNNEL_DEPS}: this istio has no ztunnel to build", log=ex.log)
+        head = out(self.repo, "rev-parse", "HEAD")
+        if head != sha:
+            raise UsageError(
+                f"--ztunnel-repo {self.repo} is at {head[:12]}, but istio pins ztunnel {sha}",
+                hint=f"git -C {self.repo} checkout {sha} (istiobuild never changes your checkout)",
+            )
+        if out(self.repo, "status", "--porcelain", "--untracked-files=no"):
+            raise UsageError(
+                f"--ztunnel-repo {self.repo} has changes to tracked files",
+                hint="commit or stash them: the build must be of the pinned commit",
+            )
+        ex.command(Command(argv=tuple(self.argv()), cwd=self.repo, env=self.env(), description="ztunnel"))
+        binary = output(self.repo, self.arch)
+        if not binary.is_file() or read_elf(binary).arch is not self.arch:
+            raise StepFailed(f"cargo finished but {binary} is not an ELF for {self.arch}", log=ex.log)
+        versions = {
+            tool: run([tool, "--version"], capture=True, what=f"{tool} --version").stdout.strip()
+            for tool in (self.cargo, rustc_beside(self.cargo))
+        }
+        fsutil.write_json(
+            self.record,
+            {"commit": sha, "binary": str(binary), "sha256": sha256_file(binary), "versions": versions},
+        )
+        ex.console.info(f"ztunnel {sha[:12]} built for {self.arch} ({', '.join(versions.values())})")
