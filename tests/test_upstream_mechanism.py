@@ -141,7 +141,15 @@ def derived(rel: Release, mech: Mechanism) -> dict[str, object]:
         "allocator": allocator(rel),
         "llvm": "toolchains_llvm" if "llvm_register_toolchains" in workspace else "local",
         "preplace": preplaced(istio, mech),
+        "version_package": version_package(istio),
     }
+
+
+def version_package(istio: str) -> str:
+    """The package of the -X keys common/scripts/report_build_info.sh prints (BUILDINFO)."""
+    script = show(Component.ISTIO, istio, "common/scripts/report_build_info.sh") or ""
+    found = re.search(r"(istio\.io/[a-z/]*version)\.buildVersion=", script)
+    return found[1] if found else "none"
 
 
 def wee8(rel: Release) -> bool | None:

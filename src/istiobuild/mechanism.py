@@ -34,8 +34,19 @@ VOCABULARIES: Mapping[str, tuple[str, ...]] = {
 # What a pre-placed path template may name: istio's out dir ("out/..."), or the local envoy's directory
 # ({envoy_dir}: with USE_LOCAL_PROXY=1 istio's Makefile makes it the envoy release dir).
 PLACEHOLDERS = ("goarch", "proxy_sha", "ztunnel_sha", "envoy_dir")
-_KEYS = (*VOCABULARIES, "preplace", "definitions", "wee8", "envoy_target", "envoy_output", "aarch64_work")
-_OPTIONAL = {"definitions": ""}
+# Where istio's binaries keep their build information (common/scripts/report_build_info.sh's -X keys).
+VERSION_PACKAGES = ("istio.io/pkg/version", "istio.io/istio/pkg/version")  # the second from 1.19
+_KEYS = (
+    *VOCABULARIES,
+    "preplace",
+    "definitions",
+    "wee8",
+    "envoy_target",
+    "envoy_output",
+    "aarch64_work",
+    "version_package",
+)
+_OPTIONAL = {"definitions": "", "version_package": VERSION_PACKAGES[0]}
 _SINCE = re.compile(r"^(\d+\.\d+)\.\d+$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.{}-]+$")
 _BAZEL_LABEL = re.compile(r"^//[A-Za-z0-9_/.-]*:[A-Za-z0-9_.-]+$")
@@ -57,6 +68,7 @@ class Mechanism:
     allocator: Allocator
     llvm: Llvm
     aarch64_work: tuple[str, ...]  # what a build for aarch64 still needs, in short
+    version_package: str = VERSION_PACKAGES[0]  # the Go package BUILDINFO's -X keys name
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -177,7 +189,10 @@ def _build(values: Mapping[str, Any]) -> Mechanism:
         allocator=_word(values, "allocator"),
         llvm=_word(values, "llvm"),
         aarch64_work=_strings(values, "aarch64_work"),
+        version_package=values.get("version_package", VERSION_PACKAGES[0]),
     )
+    if found.version_package not in VERSION_PACKAGES:
+        raise ValueError(f"version_package {found.version_package!r}: must be one of {', '.join(VERSION_PACKAGES)}")
     _check_paths(found)
     return found
 

@@ -13,7 +13,7 @@ from istiobuild.elf import elf_files
 from istiobuild.elf import read as read_elf
 from istiobuild.errors import StepFailed, UsageError
 from istiobuild.executor import Executor
-from istiobuild.mechanism import source_of
+from istiobuild.mechanism import VERSION_PACKAGES, source_of
 from istiobuild.preplace import PlaceBuilt
 from istiobuild.release import Component
 from istiobuild.stages import record
@@ -100,14 +100,15 @@ VERSION_PROBES: tuple[tuple[str, tuple[str, ...], bool], ...] = (
 )
 
 
-def buildinfo_lines(meta: record.Metadata, status: str) -> list[str]:
-    """The BUILDINFO file: the keys common/scripts/report_build_info.sh prints, with the release's values."""
+def buildinfo_lines(meta: record.Metadata, status: str, package: str = VERSION_PACKAGES[0]) -> list[str]:
+    """The BUILDINFO file: the keys common/scripts/report_build_info.sh prints (its package: istio.io/pkg/version,
+    istio.io/istio/pkg/version from 1.19), with the release's values."""
     return [
-        f"istio.io/pkg/version.buildVersion={meta.version}",
-        f"istio.io/pkg/version.buildGitRevision={meta.istio_revision}",
-        f"istio.io/pkg/version.buildStatus={status}",
-        f"istio.io/pkg/version.buildTag={meta.tag}",
-        f"istio.io/pkg/version.buildHub={meta.hub}",
+        f"{package}.buildVersion={meta.version}",
+        f"{package}.buildGitRevision={meta.istio_revision}",
+        f"{package}.buildStatus={status}",
+        f"{package}.buildTag={meta.tag}",
+        f"{package}.buildHub={meta.hub}",
     ]
 
 
@@ -120,9 +121,10 @@ class WriteBuildInfo(Action):
     metadata: record.Metadata
     patches_record: Path
     home: Path
+    package: str = VERSION_PACKAGES[0]  # the line's mechanism says (istio.io/istio/pkg/version from 1.19)
 
     def render(self) -> str:
-        lines = "; ".join(buildinfo_lines(self.metadata, self.metadata.istio_status))
+        lines = "; ".join(buildinfo_lines(self.metadata, self.metadata.istio_status, self.package))
         return (
             f"write {self.path}: {lines} (buildStatus ends in {record.MODIFIED} if the patch stage recorded "
             f"--allow-modified edits in istio); create the build's private HOME {self.home}"
@@ -132,7 +134,8 @@ class WriteBuildInfo(Action):
         status = self.metadata.istio_status
         if record.modified(self.patches_record, [Component.ISTIO]):
             status += record.MODIFIED
-        fsutil.write_atomic(self.path, "".join(f"{line}\n" for line in buildinfo_lines(self.metadata, status)))
+        lines = buildinfo_lines(self.metadata, status, self.package)
+        fsutil.write_atomic(self.path, "".join(f"{line}\n" for line in lines))
         self.home.mkdir(parents=True, exist_ok=True)
         ex.console.info(
             f"istio: version {self.metadata.version}, revision {self.metadata.istio_revision[:12]}, {status}"
@@ -282,7 +285,13 @@ def plan(p: PlanInput) -> Stage:
                 record=p.layout.record("downloads"),
             ),
             *_preplace(p),
-            WriteBuildInfo(path=p.layout.buildinfo, metadata=meta, patches_record=patches, home=p.layout.home),
+            WriteBuildInfo(
+                path=p.layout.buildinfo,
+                metadata=meta,
+                patches_record=patches,
+                home=p.layout.home,
+                package=p.release.mechanism.version_package if p.release.mechanism else VERSION_PACKAGES[0],
+            ),
             container.command(
                 p,
                 ["make", "build"],

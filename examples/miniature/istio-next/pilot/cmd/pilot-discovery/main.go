@@ -1,0 +1,19 @@
+// pilot-discovery, in miniature: `pilot-discovery version` prints its build
+// information, as the real one does (istio.io/istio/pkg/version's version command).
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+
+	"istio.io/istio/pkg/version"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "version" {
+		fmt.Println(version.Info.LongForm())
+		return
+	}
+	fmt.Printf("pilot-discovery %s (%s/%s): usage: pilot-discovery version\n", version.Info.Version, runtime.GOOS, runtime.GOARCH)
+}
