@@ -60,14 +60,18 @@ def test_every_release_lists_its_external_images() -> None:
     assert [i.name for i in example.external_images] == ["debian:bookworm-slim", "gcr.io/distroless/cc:latest"]
 
 
-def test_example_list_is_what_its_dockerfiles_name(example_upstream: Path) -> None:
-    rel = release.get("example")
+@pytest.mark.parametrize(("name", "repo"), [("example", "istio"), ("example-next", "istio-next")])
+def test_example_list_is_what_its_dockerfiles_name(example_upstream: Path, name: str, repo: str) -> None:
+    """example: Dockerfiles from tools/istio-docker.mk; example-next: from tools/docker.yaml, FROM lines resolved
+    with docker-builder's build args (Makefile.core.mk's BASE_VERSION and ISTIO_BASE_REGISTRY)."""
+    rel = release.get(name)
+    definitions = rel.mechanism.definitions if rel.mechanism else ""
     expected = {image.name: image.targets for image in rel.external_images}
     for arch in Arch:
         series = patches.from_shipped(patches.select(rel, Component.ISTIO, arch))
         commit = rel.pins[Component.ISTIO].commit
-        named = baseimages.scan(example_upstream / "istio", commit, series, (BASE_TARGET, *rel.docker_targets))
-        assert named == expected
+        targets = (BASE_TARGET, *rel.docker_targets)
+        assert baseimages.scan(example_upstream / repo, commit, series, targets, definitions) == expected
 
 
 def _line_with(tmp_path: Path, entry: str) -> Path:

@@ -13,11 +13,12 @@ from istiobuild.release import Component
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "tags-1.4-1.5.csv"
 GA = [f"1.4.{i}" for i in range(11)] + [f"1.5.{i}" for i in range(11)]
 GA_16 = [f"1.6.{i}" for i in range(15) if i != 11]  # 1.6.11's envoy is pinned in istio-private only: pins only
+GA_122 = [f"1.22.{i}" for i in range(9)]  # the 1.18+ mechanism, no patch series
 
 
 def test_matrix_has_every_ga_release_in_order() -> None:
     names = [v for v, r in release.matrix().items() if not r.example and r.buildable]
-    assert names == GA + GA_16
+    assert names == GA + GA_16 + GA_122
     assert not release.get("1.6.11").buildable
 
 

@@ -43,7 +43,9 @@ def test_external_images_are_what_the_real_dockerfiles_name(version: str) -> Non
     expected = {image.name: image.targets for image in rel.external_images}
     for arch, page in ((Arch.AARCH64, "4k"), (Arch.AARCH64, "64k"), (Arch.X86_64, "4k")):
         series = patches.from_shipped(patches.select(rel, Component.ISTIO, arch, page))
-        named = baseimages.scan(repo, rel.pins[Component.ISTIO].commit, series, (BASE_TARGET, *rel.docker_targets))
+        definitions = rel.mechanism.definitions if rel.mechanism else ""  # 1.14+: tools/docker.yaml
+        targets = (BASE_TARGET, *rel.docker_targets)
+        named = baseimages.scan(repo, rel.pins[Component.ISTIO].commit, series, targets, definitions)
         assert named == expected, (arch.value, page)
 
 

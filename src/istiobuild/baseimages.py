@@ -25,7 +25,10 @@ from istiobuild import dockerapi, fsutil
 from istiobuild.arch import Arch
 from istiobuild.errors import DataError, ToolError
 from istiobuild.git import git, out, scratch_index
+from istiobuild.imagedefs import load as load_definitions
 from istiobuild.imagedefs import make_defaults
+from istiobuild.imagedefs import select as select_definitions
+from istiobuild.imagedefs import variables as definition_variables
 from istiobuild.linetables import BASE_TARGET
 from istiobuild.normalize import layer_ids, normalize
 from istiobuild.patches import PatchSource
@@ -173,23 +176,44 @@ def repository(image: str) -> str:
     return f"{head}/{last.partition(':')[0]}" if head else last.partition(":")[0]
 
 
-def scan(repo: Path, commit: str, patches: Sequence[PatchSource], targets: Sequence[str]) -> dict[str, tuple[str, ...]]:
+def scan(
+    repo: Path, commit: str, patches: Sequence[PatchSource], targets: Sequence[str], definitions: str = ""
+) -> dict[str, tuple[str, ...]]:
     """Every external image the Dockerfiles of `targets` name at `commit` with `patches` applied (in a throwaway
     index; bare mirrors work), mapped to the targets naming it. Images the same make builds
-    (docker.io/istio/<target>, e.g. istio/base from docker.base) are not external."""
+    (docker.io/istio/<target>, e.g. istio/base from docker.base) are not external. With `definitions` (1.14+:
+    tools/docker.yaml) the Dockerfiles come from it and FROM lines resolve with docker-builder's build args."""
     built = {f"{hub}{t.partition('.')[2]}" for t in (BASE_TARGET, *targets) for hub in ("docker.io/istio/", "istio/")}
     found: dict[str, list[str]] = {}
     with scratch_index(repo) as env:
         git(repo, "read-tree", commit, env=env)
         for patch in patches:
             git(repo, "apply", "--cached", "--whitespace=nowarn", "--", str(patch.path), env=env)
-        makefile = git(repo, "show", ":tools/istio-docker.mk", env=env).stdout
-        for target in targets:
-            dockerfile = git(repo, "show", f":{dockerfile_for(makefile, target)}", env=env).stdout
-            for image in named_images(dockerfile):
+        for target, dockerfile, args in _dockerfiles(repo, env, targets, definitions):
+            for image in named_images(git(repo, "show", f":{dockerfile}", env=env).stdout, args):
                 if repository(image) not in built:
                     found.setdefault(image, []).append(target)
     return {image: tuple(names) for image, names in found.items()}
+
+
+def _dockerfiles(
+    repo: Path, env: Mapping[str, str], targets: Sequence[str], definitions: str
+) -> list[tuple[str, str, Mapping[str, str]]]:
+    """(target, its Dockerfile, the build args FROM lines see) from istio-docker.mk or the definitions file."""
+    if not definitions:
+        makefile = git(repo, "show", ":tools/istio-docker.mk", env=env).stdout
+        return [(t, dockerfile_for(makefile, t), MAKE_BUILD_ARGS) for t in targets]
+    args = _definition_args(git(repo, "show", ":Makefile.core.mk", env=env).stdout)
+    with tempfile.TemporaryDirectory(prefix="istiobuild-defs-") as tmp:
+        path = Path(tmp) / "docker.yaml"
+        path.write_text(git(repo, "show", f":{definitions}", env=env).stdout)
+        defs = load_definitions(path, definition_variables(Path("/istio"), "amd64"))
+    wanted = [t for t in targets if t != BASE_TARGET]
+    try:
+        chosen = select_definitions(defs, wanted, where=definitions)
+    except ValueError as exc:
+        raise DataError(f"{definitions}: {exc}") from None
+    return [(t, d.dockerfile, args) for t, d in zip(wanted, chosen, strict=True)]
 
 
 def busybox_deb(arch: Arch, debs: Path, log: Path) -> Path:

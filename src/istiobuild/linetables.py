@@ -110,3 +110,19 @@ def external_images(path: Path, where: str, line: Mapping[str, Any]) -> tuple[Ex
         pins = {Arch(a): d if d.startswith("sha256:") else f"sha256:{d}" for a, d in digests.items()}
         found.append(ExternalImage(name=name, targets=tuple(targets), digests=pins))
     return tuple(found)
+
+
+def toolchains(path: Path, where: str, line: Mapping[str, Any]) -> dict[str, Any]:
+    """`toolchains = { only = ["clang"], min_version = "14", why = "..." }`: the profiles a line builds with, the
+    oldest compiler it takes (optional), and why."""
+    table = line["toolchains"]
+    if not table:
+        return {}
+    only, why, low = table.get("only"), table.get("why"), table.get("min_version", "")
+    if not {"only", "why"} <= set(table) <= {"only", "why", "min_version"} or not isinstance(why, str) or not why:
+        raise _fail(path, f"{where} toolchains", 'must be { only = [profiles], min_version = "N", why = "..." }')
+    if not isinstance(low, str) or (low and not all(p.isdigit() for p in low.split("."))):
+        raise _fail(path, f"{where} toolchains.min_version", 'must be a version such as "14"')
+    if not isinstance(only, list) or not only or not all(isinstance(n, str) and n for n in only):
+        raise _fail(path, f"{where} toolchains.only", "must be a non-empty list of toolchain profile names")
+    return {"toolchains": tuple(only), "toolchains_why": why, "toolchains_min": low}

@@ -88,6 +88,12 @@ def make_plan(
             else f'its pins are data only (releases/{release.line}.toml, status = "pinned"); '
             "`invoke releases` shows which releases are buildable",
         )
+    if release.toolchains and tc.name not in release.toolchains:
+        raise UsageError(
+            f"release {release.version} does not build with toolchain {tc.name}: {release.toolchains_why}",
+            hint=f"use --toolchain {' or '.join(release.toolchains)}",
+        )
+    tc = tc.at_least(release.toolchains_min)  # the line's floor (1.22's C++20: clang 14)
     if settings.in_container and not settings.builder:
         raise UsageError(
             "--in-container needs a builder image",

@@ -23,6 +23,7 @@ from istiobuild.linetables import (
     downloads,
     external_images,
     skip_targets,
+    toolchains,
 )
 from istiobuild.mechanism import Mechanism
 from istiobuild.mechanism import parse as parse_mechanism
@@ -83,6 +84,9 @@ class Release:
     note: str = ""
     buildable: bool = True  # False for a `status = "pinned"` line, or an envoy nobody can fetch (envoy_unfetchable)
     mechanism: Mechanism | None = None  # [line.mechanism]: how upstream builds this line (docs/lines.md)
+    toolchains: tuple[str, ...] = ()  # the only toolchain profiles this line builds with (() = any)
+    toolchains_why: str = ""
+    toolchains_min: str = ""  # the oldest compiler version the line builds with ("" = the profile's)
 
     @property
     def example(self) -> bool:
@@ -129,6 +133,7 @@ _OPTIONAL_LINE_KEYS = {
     "defaults": dict,
     "archive": dict,
     "mechanism": dict,
+    "toolchains": dict,
 }
 _RELEASE_KEYS = {"proxy", "istio", "envoy", "source_date_epoch", "extra_patches", "note"}
 
@@ -284,6 +289,7 @@ def _build(path: Path, where: str, version: str, line: Mapping[str, Any], table:
         buildable=line["status"] == BUILDABLE
         and "/istio-private/" not in urls[Component.ENVOY],  # see envoy_unfetchable
         mechanism=_mechanism(path, where, line, version),
+        **toolchains(path, where, line),
     )
 
 

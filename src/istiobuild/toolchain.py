@@ -60,6 +60,12 @@ class Toolchain:
             return False
         return not (self.max_version and have > _vtuple(self.max_version))
 
+    def at_least(self, version: str) -> Toolchain:
+        """This profile with its minimum raised to `version` (a release line's floor) when that is higher."""
+        if version and _vtuple(version) > _vtuple(self.min_version or "0"):
+            return dataclasses.replace(self, min_version=version)
+        return self
+
     @property
     def version_range(self) -> str:
         low = f">= {self.min_version}" if self.min_version else ""
