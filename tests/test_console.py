@@ -133,9 +133,9 @@ def parse_github_output(text: str) -> dict[str, str]:
     return found
 
 
-def render(renderable: object, width: int = 110) -> str:
+def render(renderable: object, width: int = 110, *, crop: bool = True) -> str:
     out = io.StringIO()
-    RichConsole(file=out, width=width, force_terminal=True, color_system=None).print(renderable)
+    RichConsole(file=out, width=width, force_terminal=True, color_system=None).print(renderable, crop=crop)
     return out.getvalue()
 
 
@@ -366,13 +366,27 @@ def test_live_view_shows_a_progress_bar_then_a_spinner_with_elapsed_time(tmp_pat
         fh.write(BAZEL_REMOTE_CACHE_DOWN)
     view.update(BAZEL_REMOTE_CACHE_DOWN.splitlines()[-1])  # the runner samples the newest line only
     shown = render(view)
-    assert "proxy: make build_envoy 0:00:0" in shown and str(log) in shown
+    assert "proxy: make build_envoy 0:00:0" in shown
     assert re.search(r"bazel actions +━+.* 4/5 +80% +0:00:0\d", shown), shown
     assert "INFO: Build completed successfully, 5 total actions" in shown
     view.update("example.com/m/a")
     view.update("example.com/m/b")
     assert re.search(r"2 Go packages +0:00:0\d", render(view)), render(view)
     assert "starting..." in render(LiveView("istio: make build", tmp_path / "new.log"))
+
+
+@pytest.mark.parametrize("width", [40, 80, 200])
+def test_live_view_shows_the_log_path_whole_or_without_its_start(tmp_path: Path, width: int) -> None:
+    """The panel never outgrows the terminal; a path too long for it loses its start, never the log's name."""
+    log = tmp_path / "a-rather-long-directory-name-for-the-logs-of-this-build" / "example-x86_64-proxy.log"
+    for path in (log, Path("proxy.log")):
+        shown = render(LiveView("proxy: make build_envoy", path), width)
+        assert all(len(line) <= width for line in shown.splitlines()), shown
+        bottom = re.fullmatch(r"╰─+ (…?)(\S+) ─+╯", shown.splitlines()[-1])
+        assert bottom, shown
+        elided, tail = bottom.groups()
+        assert str(path).endswith(tail) and path.name in tail
+        assert (elided == "…") == (len(str(path)) > width - 6) and len(elided + tail) == min(len(str(path)), width - 6)
 
 
 def test_console_live_runs_on_a_tty_only(tmp_path: Path) -> None:
@@ -404,13 +418,16 @@ def test_summary_plain_rich_and_markdown(tmp_path: Path) -> None:
     assert "  checkout   up to date" in plain and "  verify     failed     2.5s" in plain
     assert f"  image h/pilot:t-amd64 {one} 1 checks passed" in plain
     assert f"  image h/proxyv2:t-amd64 - digest {two} 1 of 2 checks FAILED: envoy --version failed: exit 1" in plain
-    shown = render(rich_summary(summary), width=100)
+    shown = render(rich_summary(summary), width=100, crop=False)  # as Console.finish prints it
     assert shown.startswith("example for x86_64: failed: stage verify failed\n")
     rows = [line.split("│") for line in shown.splitlines() if line.startswith("│") and line.count("│") == 5]
     assert one in "".join(r[2].strip() for r in rows) and two in "".join(
         r[3].strip() for r in rows
     )  # folded, never cut
-    assert "│ verify   │ failed     │ 2.5s │" in shown and f"build record: {tmp_path}/build-record.json" in shown
+    assert "│ verify   │ failed     │ 2.5s │" in shown and f"\nbuild record: {tmp_path}/build-record.json\n" in shown
+    narrow = render(rich_summary(summary), width=40, crop=False).splitlines()  # the path longer than the terminal
+    assert narrow[-1] == f"build record: {tmp_path}/build-record.json"  # one line, the terminal wraps it
+    assert all(len(line) <= 40 for line in narrow[:-1])  # the rest fits, the digests folded
     markdown = cioutput.markdown(summary)
     assert "| verify | failed | 2.5 s |" in markdown and "| checkout | up to date |  |" in markdown
     assert "| image | image ID | registry digest | verification |" in markdown

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 from istiobuild import cioutput, fsutil, progress
 
 if TYPE_CHECKING:
-    from rich.console import RenderableType
+    from rich.console import Console as RichConsole
+    from rich.console import ConsoleOptions, RenderableType, RenderResult
 
     from istiobuild.errors import IstiobuildError
     from istiobuild.layout import Layout
@@ -239,7 +240,7 @@ class Console:
             return None
         result = summarize(layout, self.results, error=error)
         if self._rich is not None:
-            self._rich.print(rich_summary(result))
+            self._rich.print(rich_summary(result), crop=False)  # the record path is printed whole (see rich_summary)
         else:
             self._write("".join(f"{line}\n" for line in plain_summary(result)))
         if self.ci == "github":
@@ -278,6 +279,11 @@ def _elapsed(seconds: float) -> str:
     return str(datetime.timedelta(seconds=int(seconds)))
 
 
+def _cut_start(text: str, width: int) -> str:
+    """`text` in at most `width` characters, its start elided: a long path keeps its file name."""
+    return text if len(text) <= width else "…" + text[len(text) - width + 1 :]
+
+
 class LiveView:
     """What the live panel shows; rendered afresh a few times a second (the elapsed time moves on its own)."""
 
@@ -297,7 +303,7 @@ class LiveView:
         self.tracker.feed(newest)
         self.lines.append(newest)
 
-    def __rich__(self) -> RenderableType:
+    def __rich_console__(self, console: RichConsole, options: ConsoleOptions) -> RenderResult:
         from rich.console import Group
         from rich.markup import escape
         from rich.panel import Panel
@@ -309,7 +315,8 @@ class LiveView:
         if self.tracker.current is not None:
             parts.insert(0, self._progress(self.tracker.current, elapsed))
         title = f"[bold]{escape(self.title)}[/] {elapsed}"
-        return Panel(Group(*parts), title=title, subtitle=escape(str(self.log)), border_style="cyan")
+        log = _cut_start(str(self.log), options.max_width - 6)  # the bottom border: corners, padding, one rule each
+        yield Panel(Group(*parts), title=title, subtitle=escape(log), border_style="cyan")
 
     def _progress(self, now: progress.Progress, elapsed: str) -> RenderableType:
         from rich.progress_bar import ProgressBar
@@ -330,10 +337,15 @@ class LiveView:
 
 
 def rich_summary(summary: BuildSummary) -> RenderableType:
-    """The summary on a terminal: a table of stages, one of images, the record path."""
+    """The summary on a terminal: a table of stages, one of images, the record path.
+
+    The path is one line however long: the terminal wraps it where it must, so it is copied whole (print it
+    with `crop=False`); rich would break it into lines, or cut it.
+    """
     from rich.console import Group
     from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     color = {"done": "green", "up to date": "yellow", "failed": "bold red"}
     status = f"[bold red]failed[/]: {escape(summary.error)}" if summary.error else "[bold green]built[/]"
@@ -356,7 +368,8 @@ def rich_summary(summary: BuildSummary) -> RenderableType:
             images.add_row(i.reference, i.image_id or "-", *digest, escape(cioutput.verdict(i)))
         parts.append(images)
     where = summary.record or summary.out_dir
-    parts.append(f"{'build record' if summary.record else 'output'}: {escape(str(where))}")
+    label = "build record" if summary.record else "output"
+    parts.append(Text(f"{label}: {where}", no_wrap=True, overflow="ignore"))
     return Group(*parts)
 
 
