@@ -127,10 +127,6 @@ def remove_tags(hub: str) -> None:
             docker("rmi", line, check=False)
 
 
-def image_ids() -> set[str]:
-    return set(docker("images", "-q", "--no-trunc").split())
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -591,15 +587,26 @@ def test_mirror_credentials(example_upstream: Path, tmp_path: Path, request: pyt
 def test_dry_run_fresh(tmp_path: Path) -> None:
     work = tmp_path / "work"
     before = snapshot(tmp_path)
-    images = image_ids()
-    registry_before = catalog(LOCAL_REGISTRY)
+    # only what this build could touch (its hub, its workdir's build tags): other workers build at the same time
+    suffix = f"-w{hashlib.sha256(str(work).encode()).hexdigest()[:8]}"
+
+    def images_of_this_build() -> set[str]:
+        names = docker("images", "--format", "{{.Repository}}:{{.Tag}}@{{.ID}}").split()
+        return {n for n in names if "/hostile/" in n or n.partition("@")[0].endswith(suffix)}
+
+    def registry_of_this_build() -> dict[str, Any]:
+        repos, tags = catalog(LOCAL_REGISTRY)
+        return {r: tags[r] for r in repos if r.startswith("hostile/")}
+
+    images = images_of_this_build()
+    registry_before = registry_of_this_build()
     dry = ("--dry-run", "--push", "--hub", f"{LOCAL_REGISTRY}/hostile")
     proc = ok(invoke("build", *common(work), *dry, env=env_of(work)))
     assert "would run: push" in proc.stderr or "would push" in proc.stderr, proc.stderr
     assert not work.exists() and not cache_of(work).exists()
     assert snapshot(tmp_path) == before
-    assert image_ids() == images
-    assert catalog(LOCAL_REGISTRY) == registry_before
+    assert images_of_this_build() == images
+    assert registry_of_this_build() == registry_before
 
 
 def test_dry_run_built(built: Path) -> None:

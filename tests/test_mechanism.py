@@ -145,7 +145,7 @@ def test_the_shipped_changes_inside_a_line() -> None:
 
 def test_every_pinned_line_has_a_mechanism() -> None:
     pinned = [r for r in release.matrix().values() if not r.buildable]
-    assert {r.line for r in pinned} == {f"1.{n}" for n in range(6, 31)}
+    assert {r.line for r in pinned} == {f"1.{n}" for n in range(6, 31)} - {"1.22"}  # 1.22: buildable
     assert [r.version for r in pinned if r.line == "1.6"] == ["1.6.11"]  # its envoy is in istio-private only
     assert [r.version for r in pinned if r.mechanism is None] == []
     words = {(r.line, r.mechanism.local_envoy, r.mechanism.images) for r in pinned if r.mechanism}

@@ -80,14 +80,14 @@ def own_base_images(config: Path, hub: str) -> Path:
     return config
 
 
-def forget_images(hub: str) -> None:
-    """Remove every image and tag of this hub, the base images (the example's busybox ones too, imported again
-    with the same ID), every build tag of the example's istio/base, then the dangling images: the classic
-    builder's cache is its intermediate images, for every build on this daemon (so not while another test
-    session builds on it)."""
+def forget_images(hub: str, works: list[Path]) -> None:
+    """Remove every image and tag of this hub, the istio/base build tags of this module's workdirs, then the
+    dangling images: the classic builder's cache is its intermediate images. Only what this module made: its builds
+    start from base images only it uses (hub_and_config), so another worker's builds never share their layers."""
+    suffixes = tuple(f"-w{hashlib.sha256(str(w).encode()).hexdigest()[:8]}" for w in works)
     names = docker("images", "--format", "{{.Repository}}:{{.Tag}}").split()
-    ours = [n for n in names if n.startswith(hub + "/") or (n.startswith("istio/base:example-") and "-w" in n)]
-    ours += [n for n in names if n.startswith("istiobuild/example-base:")]
+    ours = [n for n in names if n.startswith(hub + "/")]
+    ours += [n for n in names if n.startswith("istio/base:example-") and suffixes and n.endswith(suffixes)]
     if ours:
         docker("rmi", "-f", *ours, check=False)
     docker("image", "prune", "-f", check=False)
@@ -117,11 +117,13 @@ def twice(
     hub, config = hub_and_config
     port = int(hub.split(":")[1].split("/")[0])
     runs: list[dict[str, Any]] = []
+    works: list[Path] = []
     registry = None
     try:
         for name in ("first", "second"):
-            forget_images(hub)
+            forget_images(hub, works)
             root = tmp_path_factory.mktemp(f"repro-{name}")
+            works.append(root / "work")
             _, registry = start_registry(root / "registry", port=port)
             runs.append({arch: build(root / "work", root / "cache", arch, hub, keys["key"], config) for arch in ARCHES})
             if name == "first":
@@ -132,7 +134,7 @@ def twice(
         if registry is not None:
             registry.terminate()
             registry.wait(timeout=30)
-        forget_images(hub)
+        forget_images(hub, works)
 
 
 Twice = tuple[dict[str, Any], dict[str, Any], str]
@@ -232,7 +234,8 @@ def test_provenance_names_every_artifact(twice: Twice, keys: dict[str, Path]) ->
         assert subjects[image] == {"sha256": digest.removeprefix("sha256:")}
     definition = statement["predicate"]["buildDefinition"]
     assert definition["externalParameters"] == {
-        "release": "example", "arch": "aarch64", "toolchain": "clang", "pageSize": "4k", "hub": hub, "tag": "example",
+        "release": "example", "arch": "aarch64", "toolchain": "clang", "pageSize": "4k", "allocator": "gperftools",
+        "hub": hub, "tag": "example",
     }  # fmt: skip
     names = {d.get("name") for d in definition["resolvedDependencies"]}
     assert {"proxy", "envoy", "istio"} <= names

@@ -55,8 +55,13 @@ def _norm(path: str) -> str:
 def rootfs(packages: Iterable[str], dest: Path) -> int:
     """Write the root filesystem tar; returns the number of paths in it."""
     files: set[str] = set()
+    native = run(["dpkg", "--print-architecture"], capture=True).stdout.strip()
     for name in closure(packages):
-        listed = run(["dpkg", "-L", name], capture=True, check=False).stdout.splitlines()
+        # this machine's arch first: with foreign packages installed (libc6:arm64) a bare name is ambiguous
+        found = run(["dpkg", "-L", f"{name}:{native}"], capture=True, check=False)
+        if found.returncode != 0:  # Architecture: all
+            found = run(["dpkg", "-L", name], capture=True, check=False)
+        listed = found.stdout.splitlines()
         files.update(_norm(p) for p in listed if p and p != "/.")
     count = 0
     with tarfile.open(dest, "w") as tar:

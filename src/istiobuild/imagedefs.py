@@ -75,7 +75,10 @@ def expand(text: str, values: Mapping[str, str], *, where: str) -> str:
 
 def load(path: Path, values: Mapping[str, str]) -> tuple[ImageDef, ...]:
     """The image definitions in `path`, expanded; ValueError says what is wrong."""
-    raw = yaml.safe_load(expand(path.read_text(encoding="utf-8"), values, where=str(path)))
+    try:
+        raw = yaml.safe_load(expand(path.read_text(encoding="utf-8"), values, where=str(path)))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, Mapping) or not isinstance(raw.get("images"), list):
         raise ValueError(f"{path} has no `images` list")
     found = [_entry(item, where=f"{path} images[{i}]") for i, item in enumerate(raw["images"])]
@@ -97,6 +100,8 @@ def _entry(item: Any, *, where: str) -> ImageDef:
         isinstance(v, list) and all(isinstance(s, str) and s for s in v) for v in lists.values()
     ):
         raise ValueError(f"{where} ({name}): dockerfile must be a path, files and targets lists of paths")
+    for item_path in (dockerfile, *lists["files"], *lists["targets"]):
+        _check_path(item_path, where=f"{where} ({name})")
     return ImageDef(
         name=name,
         dockerfile=dockerfile,
@@ -104,6 +109,14 @@ def _entry(item: Any, *, where: str) -> ImageDef:
         targets=tuple(lists["targets"]),
         base=bool(item.get("base", False)),
     )
+
+
+def _check_path(path: str, *, where: str) -> None:
+    """A dependency is a path in the checkout (relative, no `..`) or, expanded, under its out/; never an option."""
+    parts = path.split("/")
+    inside_out = path.startswith("/") and "/out/linux_" in path
+    if path.startswith("-") or ".." in parts or (path.startswith("/") and not inside_out) or "\n" in path:
+        raise ValueError(f"{where}: {path!r} is not a path inside the checkout or its out/ directory")
 
 
 def select(defs: Sequence[ImageDef], docker_targets: Sequence[str], *, where: str) -> tuple[ImageDef, ...]:
@@ -180,7 +193,7 @@ class BuildFromDefinitions(Action):
         except (OSError, ValueError) as exc:
             raise StepFailed(f"image definitions: {exc}", log=ex.log) from None
         targets = sorted({"init", *(t for d in chosen for t in d.targets)})
-        ex.command(self._command(["make", "--no-print-directory", *targets], "the images' make targets"))
+        ex.command(self._command(["make", "--no-print-directory", "--", *targets], "the images' make targets"))
         for image in chosen:
             context = Path(values["TARGET_OUT_LINUX"]) / "dockerx_build" / f"build.docker.{image.name}"
             shutil.rmtree(context, ignore_errors=True)

@@ -215,9 +215,16 @@ def choose_allocator(requested: str, line: str, target_kernel: str) -> tuple[str
                 hint="leave --allocator at auto; Google tcmalloc is envoy's default from Istio 1.22",
             )
         return built, "the line's only allocator"
+    small = target is not None and target.va_bits is not None and target.va_bits < ALLOCATOR_VA_BITS
+    if requested == "tcmalloc" and small and target is not None:
+        raise UsageError(
+            f"--allocator tcmalloc contradicts the target kernel's {target.va_bits}-bit virtual addresses: Google "
+            "tcmalloc assumes 48 and envoy fails to start there (istio#51708)",
+            hint="leave --allocator at auto (gperftools for this kernel) or give gperftools",
+        )
     if requested != "auto":
         return requested, f"--allocator {requested}"
-    if target is not None and target.va_bits is not None and target.va_bits < ALLOCATOR_VA_BITS:
+    if small and target is not None:
         return "gperftools", f"the target kernel has {target.va_bits}-bit virtual addresses (tcmalloc assumes 48)"
     return (
         "tcmalloc",

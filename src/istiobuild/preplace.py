@@ -108,10 +108,10 @@ class PlaceBuilt(Action):
 
     def perform(self, ex: Executor) -> None:
         values = dict(self.values)
+        sources: dict[str, Path] = {"envoy": self.envoy}
         if any(source_of(t) == "ztunnel" for t in self.paths):
             self.check()
-            if self.ztunnel is not None and not self.ztunnel_sha256:  # built: check what cargo made
-                check_ztunnel(self.ztunnel, sha256_file(self.ztunnel), self.arch, what="the built ztunnel")
+            sources["ztunnel"] = self._staged_ztunnel()
             try:
                 values["ztunnel_sha"] = deps_sha(self.istio, ZTUNNEL_DEPS)
             except ValueError as exc:
@@ -120,16 +120,32 @@ class PlaceBuilt(Action):
                 raise StepFailed(f"istio.deps pins no {ZTUNNEL_DEPS}, but the release line pre-places ztunnel")
         record = {}
         for template in self.paths:
-            src = self.envoy if source_of(template) == "envoy" else self.ztunnel
-            assert src is not None
+            src = sources[source_of(template)]
             dest = self.istio / string.Formatter().vformat(template, (), values)
+            if dest.parent.is_symlink() or not _inside(dest.parent, self.istio):
+                raise StepFailed(f"{dest.parent} leads outside {self.istio}: nothing is written through it", log=ex.log)
             dest.parent.mkdir(parents=True, exist_ok=True)
             fsutil.copy_atomic(src, dest, mode=0o755)
             record[str(dest)] = {
                 "source": source_of(template),
-                "from": str(src),
+                "from": str(self.ztunnel if source_of(template) == "ztunnel" else src),
                 "sha256": sha256_file(dest),
                 **({"built": True} if source_of(template) == "ztunnel" and not self.ztunnel_sha256 else {}),
             }
         fsutil.write_json(self.record, record)
         ex.console.info(f"pre-placed {len(record)} files: {', '.join(Path(p).name for p in record)}")
+
+    def _staged_ztunnel(self) -> Path:
+        """One private copy of the ztunnel, checked (its sha256, its ELF) and then copied to every path: a file
+        swapped while the build runs cannot reach one path and not the other."""
+        assert self.ztunnel is not None
+        staged = self.record.parent / "ztunnel.staged"
+        fsutil.copy_atomic(self.ztunnel, staged, mode=0o755)
+        what = "--ztunnel" if self.ztunnel_sha256 else "the built ztunnel"
+        check_ztunnel(staged, self.ztunnel_sha256 or sha256_file(staged), self.arch, what=what)
+        return staged
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """`path` (as it resolves, symlinks followed) is `root` or under it."""
+    return path.resolve().is_relative_to(root.resolve())

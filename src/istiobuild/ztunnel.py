@@ -3,13 +3,17 @@
 istio's bin/build_ztunnel.sh builds ztunnel when BUILD_ZTUNNEL_REPO names a checkout (`cargo build
 --profile=<p> --target=<BUILD_ZTUNNEL_TARGET>`, output out/rust/<target>/<profile>/ztunnel), but then still
 downloads the amd64 release binary unless release/ztunnel-<ZTUNNEL_REPO_SHA> exists. So istiobuild runs that
-cargo build itself, in the user's checkout (which must be at istio.deps' ZTUNNEL_REPO_SHA with no tracked
-changes: it is never changed), and the result is pre-placed like a supplied ztunnel (preplace.py).
+cargo build itself, on an export of istio.deps' ZTUNNEL_REPO_SHA from the user's repository (`git archive`, no
+replace refs, no fsmonitor: nothing of its working tree, untracked files or build output reaches the build; the
+repository is never changed) in the workdir, with the caller's Rust flags and wrappers cleared, and the result is
+pre-placed like a supplied ztunnel (preplace.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import tarfile
 from pathlib import Path
 
 from istiobuild import fsutil
@@ -18,12 +22,16 @@ from istiobuild.downloads import sha256_file
 from istiobuild.elf import read as read_elf
 from istiobuild.errors import StepFailed, ToolError, UsageError
 from istiobuild.executor import Executor
-from istiobuild.git import out
+from istiobuild.git import git
 from istiobuild.preplace import ZTUNNEL_DEPS, deps_sha
 from istiobuild.run import run, which
 from istiobuild.steps import Action, Command
 
 PROFILE = "release"
+# Nothing of the caller's Rust configuration reaches the build (as GOFLAGS for Go): recorded inputs only.
+CLEARED = ("RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "RUSTDOCFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER",
+           "CARGO_BUILD_RUSTFLAGS", "CARGO_BUILD_TARGET_DIR", "RUSTUP_TOOLCHAIN", "CARGO_INCREMENTAL")  # fmt: skip
+_SAFE_GIT = ("core.fsmonitor=false", "core.hooksPath=/dev/null")
 CROSS_LINKER = {Arch.AARCH64: "aarch64-linux-gnu-gcc", Arch.X86_64: "x86_64-linux-gnu-gcc"}
 
 
@@ -31,9 +39,9 @@ def rust_triple(arch: Arch) -> str:
     return f"{arch.value}-unknown-linux-gnu"
 
 
-def output(repo: Path, arch: Arch) -> Path:
-    """Where cargo writes the binary (ztunnel's .cargo/config.toml: target-dir out/rust)."""
-    return repo / "out" / "rust" / rust_triple(arch) / PROFILE / "ztunnel"
+def output(src: Path, arch: Arch) -> Path:
+    """Where cargo writes the binary in the exported tree (ztunnel's layout: target-dir out/rust)."""
+    return src / "out" / "rust" / rust_triple(arch) / PROFILE / "ztunnel"
 
 
 def rustc_beside(cargo: str) -> str:
@@ -45,7 +53,8 @@ def rustc_beside(cargo: str) -> str:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BuildZtunnel(Action):
-    repo: Path
+    repo: Path  # the user's repository: only read (git archive of the pinned commit)
+    src: Path  # the export, in the workdir, rebuilt from scratch every time
     istio: Path
     arch: Arch
     host: Arch
@@ -56,8 +65,9 @@ class BuildZtunnel(Action):
 
     def env(self) -> dict[str, str]:
         env = {
+            **dict.fromkeys(CLEARED, ""),
             "CARGO_HOME": str(self.cargo_home),
-            "CARGO_TARGET_DIR": str(self.repo / "out" / "rust"),
+            "CARGO_TARGET_DIR": str(self.src / "out" / "rust"),
             "RUSTC": rustc_beside(self.cargo),
             "SOURCE_DATE_EPOCH": str(self.epoch),
         }
@@ -71,9 +81,10 @@ class BuildZtunnel(Action):
     def render(self) -> str:
         settings = " ".join(f"{k}={v}" for k, v in sorted(self.env().items()))
         return (
-            f"{self.repo} must be at istio.deps {ZTUNNEL_DEPS} with no tracked changes (it is never changed); "
-            f"run ({settings}) {' '.join(self.argv())} there; {output(self.repo, self.arch)} must be an ELF for "
-            f"{self.arch}; record the commit, cargo and rustc versions and its sha256 in {self.record}"
+            f"export istio.deps {ZTUNNEL_DEPS} from {self.repo} (git archive, no replace refs; the repository is "
+            f"only read) into a fresh {self.src}; run ({settings}) {' '.join(self.argv())} there; "
+            f"{output(self.src, self.arch)} must be an ELF for {self.arch}; record the commit, cargo and rustc "
+            f"versions and its sha256 in {self.record}"
         )
 
     def check(self) -> None:
@@ -100,27 +111,33 @@ class BuildZtunnel(Action):
             raise StepFailed(str(exc), log=ex.log) from None
         if not sha:
             raise StepFailed(f"istio.deps pins no {ZTUNNEL_DEPS}: this istio has no ztunnel to build", log=ex.log)
-        head = out(self.repo, "rev-parse", "HEAD")
-        if head != sha:
-            raise UsageError(
-                f"--ztunnel-repo {self.repo} is at {head[:12]}, but istio pins ztunnel {sha}",
-                hint=f"git -C {self.repo} checkout {sha} (istiobuild never changes your checkout)",
-            )
-        if out(self.repo, "status", "--porcelain", "--untracked-files=no"):
-            raise UsageError(
-                f"--ztunnel-repo {self.repo} has changes to tracked files",
-                hint="commit or stash them: the build must be of the pinned commit",
-            )
-        ex.command(Command(argv=tuple(self.argv()), cwd=self.repo, env=self.env(), description="ztunnel"))
-        binary = output(self.repo, self.arch)
+        self._export(sha, ex)
+        ex.command(Command(argv=tuple(self.argv()), cwd=self.src, env=self.env(), description="ztunnel"))
+        binary = output(self.src, self.arch)
         if not binary.is_file() or read_elf(binary).arch is not self.arch:
             raise StepFailed(f"cargo finished but {binary} is not an ELF for {self.arch}", log=ex.log)
+        tools = (which(self.cargo) or self.cargo, rustc_beside(self.cargo))
         versions = {
-            tool: run([tool, "--version"], capture=True, what=f"{tool} --version").stdout.strip()
-            for tool in (self.cargo, rustc_beside(self.cargo))
+            tool: run([tool, "--version"], capture=True, what=f"{tool} --version").stdout.strip() for tool in tools
         }
         fsutil.write_json(
             self.record,
             {"commit": sha, "binary": str(binary), "sha256": sha256_file(binary), "versions": versions},
         )
         ex.console.info(f"ztunnel {sha[:12]} built for {self.arch} ({', '.join(versions.values())})")
+
+    def _export(self, sha: str, ex: Executor) -> None:
+        env = {"GIT_NO_REPLACE_OBJECTS": "1"}
+        found = git(self.repo, "cat-file", "-e", f"{sha}^{{commit}}", check=False, env=env, config=_SAFE_GIT)
+        if found.returncode != 0:
+            raise UsageError(
+                f"--ztunnel-repo {self.repo} does not have the ztunnel commit istio pins ({sha})",
+                hint=f"git -C {self.repo} fetch origin {sha} (istiobuild only reads the repository)",
+            )
+        shutil.rmtree(self.src, ignore_errors=True)
+        self.src.mkdir(parents=True)
+        tar = self.src.parent / f"{self.src.name}.tar"
+        git(self.repo, "archive", "--format=tar", "-o", str(tar), sha, env=env, config=_SAFE_GIT, log=ex.log)
+        with tarfile.open(tar) as archive:
+            archive.extractall(self.src, filter="data")
+        tar.unlink()

@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from istiobuild import baseimages, container, dockerapi, normalize
+from istiobuild import baseimages, container, dockerapi, downloads, fsutil, normalize
 from istiobuild.arch import Arch
 from istiobuild.errors import StepFailed
 from istiobuild.executor import Executor
@@ -15,7 +15,7 @@ from istiobuild.imagedefs import BuildFromDefinitions
 from istiobuild.release import Component
 from istiobuild.secrets import redact_url
 from istiobuild.stages import record
-from istiobuild.stages.istio import environment
+from istiobuild.stages.istio import environment, istio_out
 from istiobuild.steps import Action, PlanInput, Stage, StageName, Step
 
 
@@ -97,6 +97,29 @@ class FinalizeImages(Action):
             ex.console.info(f"{image}: {image_id}")
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CheckBinaries(Action):
+    """What the images copy from istio's out dir is what the istio stage built and recorded: a binary replaced
+    since (a pre-placed envoy or ztunnel, a Go binary) is refused, not packed."""
+
+    root: Path
+    record: Path
+
+    def render(self) -> str:
+        return f"every ELF file {self.record} lists under {self.root} must still have its recorded sha256"
+
+    def perform(self, ex: Executor) -> None:
+        recorded = fsutil.read_json_object(self.record) or {}
+        for name, entry in sorted(recorded.items()):
+            path = self.root / name
+            if not path.is_file() or downloads.sha256_file(path) != entry.get("sha256"):
+                raise StepFailed(
+                    f"{path} changed since the istio stage built and recorded it",
+                    hint="rebuild it: invoke build --from istio",
+                    log=ex.log,
+                )
+
+
 def build_tag(p: PlanInput) -> str:
     """The tag images are built under: the per-arch tag plus a suffix unique to the workdir, so two builds in
     different workdirs with the same hub and tag never see each other's images. Verify tags the final names."""
@@ -164,6 +187,7 @@ def plan(p: PlanInput) -> Stage:
                 rootfs=p.layout.rootfs,
                 record=p.layout.record("base-images"),
             ),
+            CheckBinaries(root=istio_out(p), record=p.layout.record("istio")),
             *driver,
             FinalizeImages(
                 images=built,

@@ -63,6 +63,9 @@ class PrepareIstio(Action):
         fsutil.write_json(self.record, record)
 
 
+CONTEXTS = "dockerx_build"  # where the images stage stages each image's files (imagedefs.py)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CheckElves(Action):
     root: Path
@@ -75,7 +78,8 @@ class CheckElves(Action):
     def perform(self, ex: Executor) -> None:
         if not self.root.is_dir():
             raise StepFailed(f"istio's build finished but {self.root} does not exist", log=ex.log)
-        found = list(elf_files(self.root))
+        # not the image contexts an earlier images stage left (out/linux_<arch>/dockerx_build: copies)
+        found = [p for p in elf_files(self.root) if CONTEXTS not in p.relative_to(self.root).parts]
         wrong = [(p, read_elf(p).machine_name) for p in found if read_elf(p).arch is not self.arch]
         if wrong:
             path, machine = wrong[0]
@@ -334,10 +338,11 @@ def _preplace(p: PlanInput) -> tuple[Action, ...]:
     built: tuple[Action, ...] = ()
     ztunnel = Path(p.settings.ztunnel).absolute() if p.settings.ztunnel else None
     if p.settings.ztunnel_repo:
-        repo = Path(p.settings.ztunnel_repo).absolute()
+        src = p.layout.out_dir / "ztunnel-src"
         built = (
             BuildZtunnel(
-                repo=repo,
+                repo=Path(p.settings.ztunnel_repo).absolute(),
+                src=src,
                 istio=p.checkout(Component.ISTIO),
                 arch=p.arch,
                 host=p.host,
@@ -347,7 +352,7 @@ def _preplace(p: PlanInput) -> tuple[Action, ...]:
                 record=p.layout.record("ztunnel"),
             ),
         )
-        ztunnel = ztunnel_output(repo, p.arch)
+        ztunnel = ztunnel_output(src, p.arch)
     return (
         *built,
         PlaceBuilt(
