@@ -13,7 +13,7 @@ The proxy WORKSPACE pins the envoy commit and the sha256 of its `git archive` ta
 pins the proxy commit. Everything is deterministic (fixed identities and dates, explicit file
 modes, git run with no user or system config), so releases/example.toml can pin the SHAs.
 
-Template files may use @NAME@ placeholders: VERSION, ENVOY_SHA, ENVOY_SHA256, PROXY_SHA, ZTUNNEL_SHA.
+Template files may use @NAME@ placeholders: VERSION, ENVOY_SHA, ENVOY_SHA256, PROXY_SHA, ZTUNNEL_SHA, VERSION_PKG.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ COMPONENTS = ("envoy", "proxy", "istio", "ztunnel", "istio-next")
 # istio-next is istio with these templates on top: the mechanisms of the 1.18+ lines (pre-placed envoy and
 # ztunnel, images from tools/docker.yaml). Its files keep istio's modes unless executables.txt names them.
 OVERLAYS = {"istio-next": "istio"}
+# @VERSION_PKG@: where istio's binaries keep their build information (istio.io/istio/pkg/version from 1.19).
+VERSION_PKG = {"istio-next": "istio.io/istio/pkg/version"}
 TAG = "0.1.0"
 VERSION = "0.1.0"  # rendered into the pinned (tagged) commits
 NEXT_VERSION = "0.2.0-dev"  # rendered into the commit after them
@@ -200,7 +202,8 @@ def _write_commit(
     for relpath, content in _templates(name).items():
         target = repo / relpath
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(_render(name, relpath, content, values))
+        rendered = {**values, "VERSION_PKG": VERSION_PKG.get(name, "istio.io/pkg/version")}
+        target.write_bytes(_render(name, relpath, content, rendered))
         executable = f"{name}/{relpath}" in executables or (
             name in OVERLAYS and f"{OVERLAYS[name]}/{relpath}" in executables
         )

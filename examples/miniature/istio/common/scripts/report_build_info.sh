@@ -29,8 +29,8 @@ GIT_DESCRIBE_TAG=$(git describe --tags)
 HUB=${HUB:-"docker.io/istio"}
 
 # used by common/scripts/gobuild.sh
-echo "istio.io/pkg/version.buildVersion=${VERSION}"
-echo "istio.io/pkg/version.buildGitRevision=${BUILD_GIT_REVISION}"
-echo "istio.io/pkg/version.buildStatus=${tree_status}"
-echo "istio.io/pkg/version.buildTag=${GIT_DESCRIBE_TAG}"
-echo "istio.io/pkg/version.buildHub=${HUB}"
+echo "@VERSION_PKG@.buildVersion=${VERSION}"
+echo "@VERSION_PKG@.buildGitRevision=${BUILD_GIT_REVISION}"
+echo "@VERSION_PKG@.buildStatus=${tree_status}"
+echo "@VERSION_PKG@.buildTag=${GIT_DESCRIBE_TAG}"
+echo "@VERSION_PKG@.buildHub=${HUB}"

@@ -11,7 +11,7 @@ import (
 	"strings"
 
 	"istio.io/istio/operator/pkg/vfs"
-	"istio.io/pkg/version"
+	"@VERSION_PKG@"
 )
 
 var setting = regexp.MustCompile(`(?m)^\s*(hub|tag):\s*"?([^"\s]+)"?\s*$`) // a YAML string, quoted or not

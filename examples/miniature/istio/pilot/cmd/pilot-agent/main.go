@@ -7,7 +7,7 @@ import (
 	"os"
 	"os/exec"
 
-	"istio.io/pkg/version"
+	"@VERSION_PKG@"
 )
 
 // `pilot-agent version` of a build stamped for the release (BUILDINFO) prints

@@ -1,5 +1,5 @@
 // pilot-discovery, in miniature: `pilot-discovery version` prints its build
-// information, as the real one does (istio.io/pkg/version's version command).
+// information, as the real one does (@VERSION_PKG@'s version command).
 package main
 
 import (
@@ -7,7 +7,7 @@ import (
 	"os"
 	"runtime"
 
-	"istio.io/pkg/version"
+	"@VERSION_PKG@"
 )
 
 func main() {
