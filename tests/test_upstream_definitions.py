@@ -18,6 +18,7 @@ from istiobuild import baseimages, imagedefs, release
 from istiobuild.mechanism import source_of
 from istiobuild.preplace import ZTUNNEL_DEPS
 from istiobuild.release import Component, Release
+from istiobuild.resources import data_dir
 
 MIRRORS = os.environ.get("ISTIOBUILD_UPSTREAM_MIRRORS", "")
 
@@ -89,3 +90,37 @@ def test_the_base_images_resolve_from_the_makefile_as_docker_builder_does(rel: R
     assert named[0] == base and len(named) == 2  # debug and distroless; FROM ${BASE_DISTRIBUTION:-debug} is a stage
     rewritten = baseimages.rewrite(dockerfile, {base: "local/base:arm64"}, args)
     assert re.search(r"^FROM local/base:arm64 (as|AS) debug$", rewritten, re.MULTILINE)
+
+
+def buildable_lines() -> list[str]:
+    """Every real line istiobuild builds images for (releases/<line>.toml with docker targets)."""
+    from istiobuild import syncimages
+
+    return sorted({r.line for r in release.matrix().values() if syncimages.wanted(r)}, key=lambda v: v.split("."))
+
+
+@pytest.mark.parametrize("line", buildable_lines())
+def test_sync_derives_the_shipped_external_images_byte_for_byte(line: str, tmp_path: Path) -> None:
+    """Every `external_images` line of a buildable line is what `invoke sync-releases` writes from the real tree:
+    with them removed, the sync gives back the shipped file unchanged."""
+    from istiobuild import sync
+
+    shipped = (data_dir("releases") / f"{line}.toml").read_text()
+    stripped = "".join(x for x in shipped.splitlines(keepends=True) if not x.startswith("external_images = "))
+    (tmp_path / f"{line}.toml").write_text(stripped)
+    assert sync.command(MIRRORS, check=False, line=line, directory=tmp_path)
+    assert (tmp_path / f"{line}.toml").read_text() == shipped
+
+
+def test_sync_refuses_external_images_the_real_tree_does_not_name(tmp_path: Path) -> None:
+    from istiobuild import sync
+    from istiobuild.errors import DataError
+
+    shipped = (data_dir("releases") / "1.22.toml").read_text()
+    real = '"gcr.io/istio-release/distroless:master-2024-04-19T19-01-19"'
+    forged = shipped.replace(real, '"evil.example/distroless:1"')
+    assert forged != shipped
+    (tmp_path / "1.22.toml").write_text(forged)
+    with pytest.raises(DataError, match="release 1.22.0: 1.22.toml has external_images"):
+        sync.command(MIRRORS, check=True, line="1.22", directory=tmp_path)
+    assert (tmp_path / "1.22.toml").read_text() == forged

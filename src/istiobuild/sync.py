@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from istiobuild import release
+from istiobuild import release, syncimages
 from istiobuild.errors import DataError, UsageError
 from istiobuild.fsutil import write_atomic
 from istiobuild.release import Component, Release
@@ -72,6 +72,7 @@ class FileChange:
     old: str
     new: str
     added: tuple[str, ...]
+    derived: tuple[str, ...] = ()  # releases given the external_images they lacked
 
     def diff(self) -> str:
         label = f"{self.path.parent.name}/{self.path.name}"
@@ -281,16 +282,19 @@ def plan(mirrors: Mirrors, directory: Path, *, line: str = "") -> Outcome:
     for f in facts:
         if f.version not in files.releases and f.complete:
             new.setdefault(f.line, []).append(f.version)
+    derive = {rel.line for v, (rel, _) in files.releases.items() if _in_scope(v, rel, line) and syncimages.wanted(rel)}
+    istio = mirrors.repos[Component.ISTIO]
     changes = [
-        _change(files.files.get(name, directory / f"{name}.toml"), name, versions, by_version)
-        for name, versions in sorted(new.items(), key=lambda item: version_key(item[0]))
+        _change(files.files.get(name, directory / f"{name}.toml"), name, new.get(name, []), by_version, istio)
+        for name in sorted(set(new) | derive, key=version_key)
     ]
     kept = tuple(f.version for f in facts if f.version in files.releases)
-    return Outcome(facts=tuple(facts), kept=kept, changes=tuple(changes))
+    return Outcome(facts=tuple(facts), kept=kept, changes=tuple(c for c in changes if c.new != c.old))
 
 
-def _change(path: Path, line_name: str, versions: Sequence[str], facts: Mapping[str, Facts]) -> FileChange:
-    """The file with the entries of `versions` inserted, rendered against its [line] values and validated."""
+def _change(path: Path, line_name: str, versions: Sequence[str], facts: Mapping[str, Facts], istio: Path) -> FileChange:
+    """The file with the entries of `versions` inserted, rendered against its [line] values and validated, and the
+    external images of every release of a buildable line that lacks them."""
     if path.exists():
         old = path.read_text()
         inherited = tomllib.loads(old).get("line", {})
@@ -302,7 +306,31 @@ def _change(path: Path, line_name: str, versions: Sequence[str], facts: Mapping[
     for version in versions:
         new = insert_entry(new, version, render_entry(facts[version], _previous(version, facts), inherited))
     _validate(path.name, new, {v: facts[v] for v in versions})
-    return FileChange(path=path, old=old, new=new, added=tuple(versions))
+    new, derived = _with_images(path.name, new, istio)
+    return FileChange(path=path, old=old, new=new, added=tuple(versions), derived=derived)
+
+
+def _with_images(name: str, text: str, istio: Path) -> tuple[str, tuple[str, ...]]:
+    """`text` with external_images added where a release of a buildable line lacks them; those it has confirmed."""
+    derived = []
+    for version, rel in _load_text(name, text).items():
+        if not syncimages.wanted(rel):
+            continue
+        images = syncimages.derive(rel, istio)
+        if not rel.external_images:
+            line = syncimages.render(images, syncimages.base_version(rel, istio))
+            text = syncimages.insert(text, version, line)
+            derived.append(version)
+        elif syncimages.mine(rel) != images:
+            theirs = ", ".join(sorted(images))
+            raise DataError(
+                f"release {version}: {name} has external_images {sorted(syncimages.mine(rel))}, the mirrors' "
+                f"Dockerfiles name {theirs}",
+                hint="nothing was written: sync never rewrites a release; fix the file by hand if the change is real",
+            )
+    if derived:
+        _load_text(name, text)  # still loads
+    return text, tuple(derived)
 
 
 def _previous(version: str, facts: Mapping[str, Facts]) -> Facts | None:
@@ -310,12 +338,16 @@ def _previous(version: str, facts: Mapping[str, Facts]) -> Facts | None:
     return facts[max(earlier, key=version_key)] if earlier else None
 
 
-def _validate(name: str, text: str, added: Mapping[str, Facts]) -> None:
-    """The loader accepts the new text, and reads back exactly the facts of every added release."""
+def _load_text(name: str, text: str) -> Mapping[str, Release]:
     with tempfile.TemporaryDirectory(prefix="istiobuild-sync-") as tmp:
         candidate = Path(tmp) / name
         candidate.write_text(text)
-        loaded = release.load_file(candidate)
+        return release.load_file(candidate)
+
+
+def _validate(name: str, text: str, added: Mapping[str, Facts]) -> None:
+    """The loader accepts the new text, and reads back exactly the facts of every added release."""
+    loaded = _load_text(name, text)
     for version, facts in added.items():
         wrong = differences(loaded[version], facts)
         if wrong:
@@ -342,11 +374,13 @@ def command(mirrors: str, *, check: bool, line: str = "", directory: Path | None
         print(report, file=sys.stderr)
     lines = sorted({f.line for f in outcome.facts}, key=version_key)
     added = sum(len(c.added) for c in outcome.changes)
+    derived = sum(len(c.derived) for c in outcome.changes)
+    images = f", external images derived for {derived}" if derived else ""
     verb = "would add" if check else "added"
     skipped = f", {len(outcome.not_written)} not written" if outcome.not_written else ""
     print(
         f"sync: {len(outcome.facts)} GA tags of {len(lines)} lines ({lines[0]} .. {lines[-1]}): "
-        f"{len(outcome.kept)} already pinned, {verb} {added} to {len(outcome.changes)} files{skipped} "
+        f"{len(outcome.kept)} already pinned, {verb} {added} to {len(outcome.changes)} files{skipped}{images} "
         f"({time.monotonic() - started:.1f} s)",
         file=sys.stderr,
     )
