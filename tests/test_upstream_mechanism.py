@@ -142,6 +142,19 @@ def derived(rel: Release, mech: Mechanism) -> dict[str, object]:
         "llvm": "toolchains_llvm" if "llvm_register_toolchains" in workspace else "local",
         "preplace": preplaced(istio, mech),
         "version_package": version_package(istio),
+        **rc_facts(proxy),
+    }
+
+
+def rc_facts(proxy: str) -> dict[str, object]:
+    """Whether the proxy's copy of envoy.bazelrc names the compiler (`build:clang[-common] --action_env=CC=clang`),
+    and the actions' PATH its .bazelrc fixes for linux builds."""
+    envoy_rc = show(Component.PROXY, proxy, "envoy.bazelrc") or ""
+    rc = show(Component.PROXY, proxy, ".bazelrc") or ""
+    path = re.search(r"^build:linux --action_env=PATH=(\S+)", rc, re.M)
+    return {
+        "rc_compiler": bool(re.search(r"^build:clang(-common)? .*--action_env=CC=clang", envoy_rc, re.M)),
+        "rc_path": path[1] if path else "",
     }
 
 

@@ -45,8 +45,10 @@ _KEYS = (
     "envoy_output",
     "aarch64_work",
     "version_package",
+    "rc_compiler",
+    "rc_path",
 )
-_OPTIONAL = {"definitions": "", "version_package": VERSION_PACKAGES[0]}
+_OPTIONAL = {"definitions": "", "version_package": VERSION_PACKAGES[0], "rc_compiler": False, "rc_path": ""}
 _SINCE = re.compile(r"^(\d+\.\d+)\.\d+$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.{}-]+$")
 _BAZEL_LABEL = re.compile(r"^//[A-Za-z0-9_/.-]*:[A-Za-z0-9_.-]+$")
@@ -69,6 +71,11 @@ class Mechanism:
     llvm: Llvm
     aarch64_work: tuple[str, ...]  # what a build for aarch64 still needs, in short
     version_package: str = VERSION_PACKAGES[0]  # the Go package BUILDINFO's -X keys name
+    # The proxy's bazel rc names the compiler (envoy.bazelrc `build:clang --action_env=CC=clang`, 1.13+), and
+    # from 1.25 fixes the actions' PATH (.bazelrc `build:linux --action_env=PATH=...`): the bare `clang` would be
+    # whichever that PATH finds first, not the chosen profile's. The proxy stage sets them after the configs.
+    rc_compiler: bool = False
+    rc_path: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -171,11 +178,12 @@ def _strings(values: Mapping[str, Any], key: str) -> tuple[str, ...]:
 
 
 def _build(values: Mapping[str, Any]) -> Mechanism:
-    for key in ("definitions", "envoy_target", "envoy_output"):
+    for key in ("definitions", "envoy_target", "envoy_output", "rc_path"):
         if not isinstance(values.get(key, ""), str):
             raise ValueError(f"{key} must be a string")
-    if not isinstance(values["wee8"], bool):
-        raise ValueError("wee8 must be true or false")
+    for key in ("wee8", "rc_compiler"):
+        if not isinstance(values.get(key, False), bool):
+            raise ValueError(f"{key} must be true or false")
     found = Mechanism(
         local_envoy=_word(values, "local_envoy"),
         preplace=_strings(values, "preplace"),
@@ -190,6 +198,8 @@ def _build(values: Mapping[str, Any]) -> Mechanism:
         llvm=_word(values, "llvm"),
         aarch64_work=_strings(values, "aarch64_work"),
         version_package=values.get("version_package", VERSION_PACKAGES[0]),
+        rc_compiler=values.get("rc_compiler", False),
+        rc_path=values.get("rc_path", ""),
     )
     if found.version_package not in VERSION_PACKAGES:
         raise ValueError(f"version_package {found.version_package!r}: must be one of {', '.join(VERSION_PACKAGES)}")

@@ -244,8 +244,8 @@ def _build(path: Path, where: str, version: str, line: Mapping[str, Any], table:
         if key not in table:
             raise _fail(path, where, f"missing {key!r}")
     for key in ("bazel_version", "go"):
-        if line["status"] == PINNED and not line[key]:
-            raise _fail(path, where, f"missing {key!r} (a pinned line gives it per release)")
+        if not line[key]:
+            raise _fail(path, where, f"missing {key!r} (give it in [line] or per release)")
     epoch = table["source_date_epoch"]
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= 0:
         raise _fail(path, f"{where} source_date_epoch", "must be the istio commit's committer time (seconds)")

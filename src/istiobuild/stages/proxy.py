@@ -254,6 +254,24 @@ def _bazel_args(p: PlanInput, envoy_dir: Path) -> list[str]:
     return args
 
 
+def _after_configs(p: PlanInput, env: Mapping[str, str]) -> list[str]:
+    """What must follow the --config flags (a config's options override earlier ones): where the proxy's rc names
+    the compiler (`--action_env=CC=clang`) and fixes the actions' PATH, the profile's compiler and our tools first.
+    Host tools are built with the host's compiler (a cross build names the target in CC)."""
+    mech = p.release.mechanism
+    if mech is None or p.toolchain.family is not Family.CLANG:
+        return []
+    flags = []
+    if mech.rc_compiler:
+        host = p.toolchain.env_for(p.host, p.host) if p.arch != p.host else env
+        for var in ("CC", "CXX"):
+            flags += [f"--action_env={var}={env[var]}", f"--host_action_env={var}={host[var]}"]
+    if mech.rc_path and not p.settings.in_container:
+        kept = [d for d in mech.rc_path.split(":") if d and "llvm" not in d]
+        flags.append(f"--action_env=PATH={':'.join([str(p.layout.toolchain_bin), *kept])}")
+    return flags
+
+
 def _startup_args(p: PlanInput) -> str:
     rc = p.layout.bazel_rc if remotecache.has_secrets(p.settings) else Path("/dev/null")
     return " ".join(
@@ -323,7 +341,7 @@ def plan(p: PlanInput) -> Stage:
         "make",
         "build_envoy",
         f"BAZEL_BUILD_ARGS={' '.join(_bazel_args(p, envoy_dir))}",
-        f"BAZEL_CONFIG_REL={' '.join(f'--config={c}' for c in configs)}",
+        f"BAZEL_CONFIG_REL={' '.join([*(f'--config={c}' for c in configs), *_after_configs(p, env)])}",
         f"BAZEL_STARTUP_ARGS={_startup_args(p)}",
         path,
     ]
@@ -357,6 +375,11 @@ def plan(p: PlanInput) -> Stage:
     if p.ci:
         steps.append(StopBazel(root=p.layout.bazel_root))
     notes = [f"wee8 {p.release.wee8} is built by a genrule running gn and ninja"] if p.release.wee8 else []
+    if _after_configs(p, env):
+        notes.append(
+            "the proxy's bazel rc names the compiler by name (and from 1.25 fixes the actions' PATH): the profile's "
+            "CC/CXX (and PATH) are set after the --config flags, so they are the ones bazel uses"
+        )
     if rc is not None:
         notes.append(f"the remote cache secrets are read from {rc} (0600), never from argv or the environment")
     notes += remotecache.notes(p.settings, p.layout.toolchain_bin)
