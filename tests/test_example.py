@@ -100,7 +100,7 @@ def test_generation_is_deterministic_and_matches_the_toml(
     generated: dict[str, example.ExampleRepo], tmp_path: Path
 ) -> None:
     again = example.generate(tmp_path / "other")
-    assert list(generated) == list(again) == ["envoy", "proxy", "istio", "ztunnel", "istio-next"]
+    assert list(generated) == list(again) == ["envoy", "proxy", "istio", "ztunnel", "proxy-next", "istio-next"]
     for name, repo in generated.items():
         other = again[name]
         assert (repo.commit, repo.head, repo.tag, repo.sha256) == (
@@ -113,16 +113,19 @@ def test_generation_is_deterministic_and_matches_the_toml(
     toml = pins()
     for name in ("proxy", "istio"):
         assert toml[name] == {"tag": "0.1.0", "commit": generated[name].commit}
-    # example-next: the same envoy and proxy, istio-next (istio with the 1.18+ mechanisms on top)
+    # example-next: the same envoy, proxy-next (proxy with the 1.25+ bazel rc files), istio-next (istio with the
+    # 1.18+ mechanisms on top), which pins proxy-next
     nxt = pins("example-next")
     assert nxt["istio"] == {"tag": "0.1.0", "commit": generated["istio-next"].commit}
+    assert nxt["proxy"] == {"tag": "0.1.0", "commit": generated["proxy-next"].commit}
     # istio-next pins the ztunnel commit in istio.deps (ZTUNNEL_REPO_SHA), as 1.18+ pins istio/ztunnel
     nxt_repo = generated["istio-next"]
     deps = json.loads(
         git("--git-dir", str(nxt_repo.path / ".git"), "show", f"{nxt_repo.commit}:istio.deps", env=clean_env(tmp_path))
     )
-    assert {e["name"]: e["lastStableSHA"] for e in deps}["ZTUNNEL_REPO_SHA"] == generated["ztunnel"].commit
-    assert (nxt["proxy"], nxt["envoy"]) == (toml["proxy"], toml["envoy"])
+    shas = {e["name"]: e["lastStableSHA"] for e in deps}
+    assert (shas["ZTUNNEL_REPO_SHA"], shas["PROXY_REPO_SHA"]) == (generated["ztunnel"].commit, nxt["proxy"]["commit"])
+    assert nxt["envoy"] == toml["envoy"]
     assert toml["envoy"] == {
         "repo": "example/envoy",
         "commit": generated["envoy"].commit,
@@ -169,7 +172,13 @@ def test_caller_environment_and_config_do_not_matter(
 
 def test_tags_peel_to_the_pinned_commits(generated: dict[str, example.ExampleRepo], tmp_path: Path) -> None:
     env = clean_env(tmp_path)
-    toml = {**pins(), "istio-next": pins("example-next")["istio"], "ztunnel": {"commit": generated["ztunnel"].commit}}
+    nxt = pins("example-next")
+    toml = {
+        **pins(),
+        "istio-next": nxt["istio"],
+        "proxy-next": nxt["proxy"],
+        "ztunnel": {"commit": generated["ztunnel"].commit},
+    }
     for name, repo in generated.items():
         gitdir = str(repo.path / ".git")
         assert git("--git-dir", gitdir, "rev-parse", "HEAD", env=env) == repo.head
@@ -281,6 +290,7 @@ def test_file_modes_are_explicit(generated: dict[str, example.ExampleRepo], tmp_
         "istio/common/scripts/gobuild.sh",
         "istio/operator/scripts/run_update_charts.sh",
         "proxy/bazel/bazel_get_workspace_status",
+        "proxy-next/bazel/bazel_get_workspace_status",  # proxy-next keeps proxy's modes
         # istio-next keeps istio's modes and adds its own scripts
         "istio-next/bin/init.sh",
         "istio-next/common/scripts/gobuild.sh",
@@ -544,7 +554,7 @@ def test_generate_fills_an_empty_directory(tmp_path: Path) -> None:
     dest = tmp_path / "empty"
     dest.mkdir()
     repos = example.generate(dest)
-    assert sorted(p.name for p in dest.iterdir()) == ["envoy", "istio", "istio-next", "proxy", "ztunnel"]
+    assert sorted(p.name for p in dest.iterdir()) == ["envoy", "istio", "istio-next", "proxy", "proxy-next", "ztunnel"]
     assert all(r.path.parent == dest for r in repos.values())
 
 

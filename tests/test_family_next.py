@@ -92,7 +92,7 @@ def test_builds_and_verifies_every_image_for_the_arch(built: dict[str, Path], ar
     istio = built[arch] / "example-next" / "istio"
     assert sorted(Path(p).relative_to(istio).as_posix() for p in placed) == sorted(
         [
-            f"out/linux_{goarch}/release/envoy-15333b806ac147d9e919caeed538beb5ac6f051a",
+            f"out/linux_{goarch}/release/envoy-83f51c191330234dc140cd9f72537845bc902265",
             f"out/linux_{goarch}/release/envoy",
             f"out/linux_{goarch}/release/ztunnel-{ZTUNNEL_SHA}",
             f"out/linux_{goarch}/ztunnel",
@@ -170,7 +170,7 @@ def test_without_preplacing_the_miniature_downloads_as_upstream_does(built: dict
     proc = subprocess.run(["make", "init"], cwd=copy, env=env, capture_output=True, text=True, check=False)
     assert proc.returncode != 0
     assert "Downloading envoy: file:///nonexistent/envoy.tar.gz" in proc.stdout
-    assert "/out/linux_arm64/release/envoy-15333b806ac147d9e919caeed538beb5ac6f051a" in proc.stdout
+    assert "/out/linux_arm64/release/envoy-83f51c191330234dc140cd9f72537845bc902265" in proc.stdout
 
 
 def test_a_build_without_ztunnel_is_refused_before_any_stage(tmp_path: Path) -> None:
@@ -219,7 +219,7 @@ def test_plan_json_shows_the_mechanism_and_the_definitions_driver(tmp_path: Path
     text = json.dumps(plan)
     assert "tools/docker.yaml" in text and "docker-copy.sh" in text and "classic builder" in text
     assert "USE_LOCAL_PROXY" not in text
-    assert "out/linux_arm64/release/envoy-15333b806ac147d9e919caeed538beb5ac6f051a" in text
+    assert "out/linux_arm64/release/envoy-83f51c191330234dc140cd9f72537845bc902265" in text
 
 
 # -- the pieces, on their own --------------------------------------------------------------------

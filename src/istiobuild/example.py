@@ -1,6 +1,6 @@
 """Miniature envoy, proxy and istio git repositories for the `example` release.
 
-`generate(dest)` turns the templates in examples/miniature/{envoy,proxy,istio,istio-next}/ into git
+`generate(dest)` turns the templates in examples/miniature/{envoy,proxy,istio,ztunnel,proxy-next,istio-next}/ into git
 repositories shaped like istio/envoy, istio/proxy and istio/istio (same file names, same
 mechanisms: the wee8 genrule, the proxy WORKSPACE pin, USE_LOCAL_PROXY, ...). Each gets:
 
@@ -33,16 +33,17 @@ from pathlib import Path
 from istiobuild.errors import IstiobuildError
 from istiobuild.resources import data_dir
 
-COMPONENTS = ("envoy", "proxy", "istio", "ztunnel", "istio-next")
+COMPONENTS = ("envoy", "proxy", "istio", "ztunnel", "proxy-next", "istio-next")
 # istio-next is istio with these templates on top: the mechanisms of the 1.18+ lines (pre-placed envoy and
-# ztunnel, images from tools/docker.yaml). Its files keep istio's modes unless executables.txt names them.
-OVERLAYS = {"istio-next": "istio"}
+# ztunnel, images from tools/docker.yaml); proxy-next is proxy with the bazel rc files of 1.25-1.28 (the compiler
+# named by name, a fixed action PATH). Overlays keep their base's modes unless executables.txt names them.
+OVERLAYS = {"istio-next": "istio", "proxy-next": "proxy"}
 # @VERSION_PKG@: where istio's binaries keep their build information (istio.io/istio/pkg/version from 1.19).
 VERSION_PKG = {"istio-next": "istio.io/istio/pkg/version"}
 TAG = "0.1.0"
 VERSION = "0.1.0"  # rendered into the pinned (tagged) commits
 NEXT_VERSION = "0.2.0-dev"  # rendered into the commit after them
-TAGGED = frozenset({"proxy", "istio", "istio-next"})
+TAGGED = frozenset({"proxy", "istio", "proxy-next", "istio-next"})
 
 _NAME = "istiobuild example"
 _EMAIL = "example@istiobuild.invalid"
@@ -262,7 +263,7 @@ def _build(root: Path, env: Mapping[str, str]) -> dict[str, ExampleRepo]:
         if name == "envoy":
             pinned = {**pinned, "ENVOY_SHA": commit, "ENVOY_SHA256": sha256}
             following = {**following, "ENVOY_SHA": head, "ENVOY_SHA256": next_sha256}
-        elif name == "proxy":
+        elif name in ("proxy", "proxy-next"):  # istio-next pins proxy-next (generated after istio)
             pinned = {**pinned, "PROXY_SHA": commit}
             following = {**following, "PROXY_SHA": head}
         elif name == "ztunnel":  # istio-next's istio.deps pins it (ZTUNNEL_REPO_SHA), as 1.18+ pins istio/ztunnel
