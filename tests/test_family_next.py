@@ -140,13 +140,15 @@ def test_a_ztunnel_repo_without_the_pinned_commit_or_a_rustc_without_the_targets
     built: dict[str, Path], tmp_path: Path
 ) -> None:
     """The build exports the pinned commit from --ztunnel-repo (its working tree never counts): a repository
-    without that commit is refused, and left as it was."""
+    without that commit is refused right after the checkout (the toolchain stage), before envoy is built, and left
+    as it was."""
     other = tmp_path / "other"
     subprocess.run(["git", "init", "--quiet", str(other)], check=True)
     (other / "README").write_text("not ztunnel\n")
     (other / "build.rs").write_text("fn main() {}\n")
     proc = build(built["aarch64"], "aarch64", "--ztunnel-repo", str(other), "--cargo", "/usr/bin/cargo")
     assert f"does not have the ztunnel commit istio pins ({ZTUNNEL_SHA})" in one_error(proc)
+    assert "-toolchain.log" in proc.stderr and "start proxy" not in proc.stdout + proc.stderr
     assert sorted(p.name for p in other.iterdir()) == [".git", "README", "build.rs"]
     clone = ztunnel_checkout(tmp_path)
     # a rustc whose sysroot has no aarch64 standard library (rustup's default install): refused before any stage
@@ -183,11 +185,15 @@ def test_a_build_without_ztunnel_is_refused_before_any_stage(tmp_path: Path) -> 
 
 def test_a_ztunnel_for_the_other_arch_or_with_another_sha256_is_refused(tmp_path: Path) -> None:
     binary, digest = ztunnel(tmp_path, "x86_64")
-    line = one_error(build(tmp_path / "w" / "work", "aarch64", "--ztunnel", str(binary), "--ztunnel-sha256", digest))
+    upper = digest.upper()  # the same digest as some tools print it
+    line = one_error(build(tmp_path / "w" / "work", "aarch64", "--ztunnel", str(binary), "--ztunnel-sha256", upper))
     assert "binary, but the target is aarch64" in line
     wrong = "0" * 64
     line = one_error(build(tmp_path / "w" / "work", "x86_64", "--ztunnel", str(binary), "--ztunnel-sha256", wrong))
     assert f"has sha256 {digest}, not {wrong}" in line
+    # a dry run checks the supplied file too (it only reads it)
+    proc = build(tmp_path / "w" / "work", "x86_64", "--dry-run", "--ztunnel", str(binary), "--ztunnel-sha256", wrong)
+    assert f"has sha256 {digest}, not {wrong}" in one_error(proc)
     assert not (tmp_path / "w" / "work" / "example-next").exists()
 
 
@@ -310,3 +316,17 @@ def test_the_record_and_provenance_name_the_allocator(built: dict[str, Path]) ->
     assert json.loads((out / "build-record.json").read_text())["allocator"] == "tcmalloc"
     statement = json.loads((out / "provenance.json").read_text())
     assert statement["predicate"]["buildDefinition"]["externalParameters"]["allocator"] == "tcmalloc"
+
+
+def test_rebuild_takes_the_ztunnel_like_the_build(built: dict[str, Path], tmp_path: Path) -> None:
+    """`invoke rebuild` of a 1.18+ build needs its ztunnel again (it is an input, never downloaded): given as for the
+    build, checked the same way before anything is built."""
+    record = str(built["x86_64"] / "example-next-x86_64" / "build-record.json")
+    assert Path(record).is_file()
+    line = one_error(invoke("rebuild", "--record", record, "--workdir", str(tmp_path / "r1")))
+    assert "downloads ztunnel for amd64 unless it is pre-placed" in line
+    binary, digest = ztunnel(tmp_path, "x86_64")
+    wrong = "0" * 64
+    given = ("--ztunnel", str(binary), "--ztunnel-sha256", wrong)
+    line = one_error(invoke("rebuild", "--record", record, "--workdir", str(tmp_path / "r2"), *given))
+    assert f"has sha256 {digest}, not {wrong}" in line

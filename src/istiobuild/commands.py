@@ -310,7 +310,8 @@ def rebuild(record_path: str, workdir: str, overrides: Mapping[str, Any]) -> boo
     record = rb.load(path)
     original = None
     if "subjects" not in record:  # a build record: its workdir holds the originals to compare with
-        original = prepare(rb.settings_of(record, {}, path.parent.parent)).plan
+        supplied = {k: v for k, v in overrides.items() if k.startswith("ztunnel") or k == "cargo"}
+        original = prepare(rb.settings_of(record, supplied, path.parent.parent)).plan
     target = (
         Path(workdir).expanduser().resolve()
         if workdir

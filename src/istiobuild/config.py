@@ -255,9 +255,14 @@ def _coerce(key: str, value: Any, source: str, base: Path) -> Any:
         raise ConfigError(f"{name} {shown} is {_kind(value)}, not a string; quote it")
     if key in _PATHS:
         return _coerce_path(value, name, base, keep_link=key == "cache_dir")
-    if key in ("page_size", "target_kernel"):  # normalised: 4K -> 4k
+    return _normalised(key, value, name)
+
+
+def _normalised(key: str, value: str, name: str) -> str:
+    """4K -> 4k; a sha256 in uppercase (as some tools print it) -> the lowercase sha256sum prints."""
+    if key in ("page_size", "target_kernel"):
         return check_page_size(value, name) if key == "page_size" else check_target_kernel(value, name).spec()
-    return value
+    return value.strip().lower() if key == "ztunnel_sha256" else value
 
 
 def resolve(layers: Sequence[Layer], *, base: Path) -> tuple[Settings, Mapping[str, str]]:

@@ -258,8 +258,15 @@ def _loop(state: State, plan: BuildPlan, wanted: list[Stage], todo: list[Stage])
 
 
 def _dry_run(ex: Executor, plan: BuildPlan, wanted: list[Stage], start: StageName | None) -> list[str]:
-    """Show what a build would do; read-only: no lock, no stamp, no log, no image, nothing written."""
+    """Show what a build would do; read-only: no lock, no stamp, no log, no image, nothing written. The checks of
+    supplied files (a ztunnel's sha256 and arch, the downloads, cargo's target library) run as for a build: they
+    only read."""
+    from istiobuild.stages import istio
+
     todo = pending(State(ex), plan, wanted, start)
+    for stage in todo:
+        if stage.name is StageName.ISTIO:
+            istio.preflight(stage)
     summary = []
     for stage in wanted:
         if stage not in todo:

@@ -258,7 +258,9 @@ def _rebuild(v: dict[str, Any]) -> bool:
         raise UsageError(
             "rebuild needs --record", hint="the build-record.json (or provenance) of the build to reproduce"
         )
-    overrides = {k: v[k] for k in ("toolchain", "page_size", "mirror")}
+    # ztunnel (1.18+ lines) is supplied like the downloads: the same binary, or the checkout to build it from
+    keys = ("toolchain", "page_size", "mirror", "ztunnel", "ztunnel_sha256", "ztunnel_repo", "cargo")
+    overrides = settings_of({k: v[k] for k in keys})
     return commands.rebuild(given(v, "record"), given(v, "workdir"), overrides)
 
 
@@ -341,7 +343,8 @@ ns = Collection(
            ["name", "workdir"], _host_builder),
     define("rebuild", "Build again from exactly the inputs of a record or provenance, in a fresh workdir, and compare.\n\n"
            "Every artifact (envoy, Go binaries, images) is reported identical or where it differs; exit 1 on a difference.",
-           ["record", "workdir", "toolchain", "page_size", "mirror"], _rebuild),
+           ["record", "workdir", "toolchain", "page_size", "mirror", "ztunnel", "ztunnel_sha256", "ztunnel_repo", "cargo"],
+           _rebuild),
     define("cache", "Show the cache every workdir shares, part by part with sizes; --prune trims it.\n\n"
            "Parts: git objects, bazel disk and repository caches, Go caches, downloads (docs/cache.md). --prune is\n"
            "refused while a build uses the cache; it never touches git objects or Go modules.",

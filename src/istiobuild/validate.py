@@ -309,7 +309,7 @@ def _validate_ztunnel(settings: Settings, name: _Names) -> None:
                 hint="pass --ztunnel-sha256 HEX (sha256sum of the file you checked)",
             )
     if settings.ztunnel_sha256 and not re.fullmatch(r"[0-9a-f]{64}", settings.ztunnel_sha256):
-        raise fail(name("ztunnel_sha256"), settings.ztunnel_sha256, "is not a sha256", "give 64 lowercase hex digits")
+        raise fail(name("ztunnel_sha256"), settings.ztunnel_sha256, "is not a sha256", "give 64 hex digits")
     if settings.ztunnel_sha256 and not settings.ztunnel:
         raise ConfigError("a ztunnel sha256 was given without --ztunnel", hint="pass --ztunnel FILE as well")
     check_program(settings.cargo, name("cargo"))

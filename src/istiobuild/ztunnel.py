@@ -51,6 +51,48 @@ def rustc_beside(cargo: str) -> str:
     return str(sibling) if sibling is not None and sibling.is_file() else "rustc"
 
 
+def ancestor_configs(src: Path) -> list[Path]:
+    """The cargo configuration files cargo applies from the directories above the export (it searches every parent;
+    CARGO_HOME is ours). Not ours to remove: the build records them with their sha256, and says so."""
+    return [
+        config
+        for parent in src.resolve().parents
+        for config in (parent / ".cargo" / "config", parent / ".cargo" / "config.toml")
+        if config.is_file()
+    ]
+
+
+def require_commit(repo: Path, sha: str) -> None:
+    """The user's ztunnel repository has the commit istio pins (read only, no replace refs)."""
+    env = {"GIT_NO_REPLACE_OBJECTS": "1"}
+    found = git(repo, "cat-file", "-e", f"{sha}^{{commit}}", check=False, env=env, config=_SAFE_GIT)
+    if found.returncode != 0:
+        raise UsageError(
+            f"--ztunnel-repo {repo} does not have the ztunnel commit istio pins ({sha})",
+            hint=f"git -C {repo} fetch origin {sha} (istiobuild only reads the repository); nothing was built yet",
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CheckZtunnelSource(Action):
+    """Right after the checkout, before the long envoy build: the commit istio.deps pins is in --ztunnel-repo."""
+
+    repo: Path
+    istio: Path
+
+    def render(self) -> str:
+        return f"check that {self.repo} has istio.deps' {ZTUNNEL_DEPS} (read only), before envoy is built"
+
+    def perform(self, ex: Executor) -> None:
+        try:
+            sha = deps_sha(self.istio, ZTUNNEL_DEPS)
+        except ValueError as exc:
+            raise StepFailed(str(exc), log=ex.log) from None
+        if sha:
+            require_commit(self.repo, sha)
+            ex.console.info(f"ztunnel {sha[:12]} is in {self.repo}")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BuildZtunnel(Action):
     repo: Path  # the user's repository: only read (git archive of the pinned commit)
@@ -120,20 +162,24 @@ class BuildZtunnel(Action):
         versions = {
             tool: run([tool, "--version"], capture=True, what=f"{tool} --version").stdout.strip() for tool in tools
         }
+        configs = {str(c): sha256_file(c) for c in ancestor_configs(self.src)}
+        for config in configs:
+            ex.console.warning(f"cargo applied {config} (a directory above the workdir) to the ztunnel build; recorded")
         fsutil.write_json(
             self.record,
-            {"commit": sha, "binary": str(binary), "sha256": sha256_file(binary), "versions": versions},
+            {
+                "commit": sha,
+                "binary": str(binary),
+                "sha256": sha256_file(binary),
+                "versions": versions,
+                "cargo_configs": configs,
+            },
         )
         ex.console.info(f"ztunnel {sha[:12]} built for {self.arch} ({', '.join(versions.values())})")
 
     def _export(self, sha: str, ex: Executor) -> None:
         env = {"GIT_NO_REPLACE_OBJECTS": "1"}
-        found = git(self.repo, "cat-file", "-e", f"{sha}^{{commit}}", check=False, env=env, config=_SAFE_GIT)
-        if found.returncode != 0:
-            raise UsageError(
-                f"--ztunnel-repo {self.repo} does not have the ztunnel commit istio pins ({sha})",
-                hint=f"git -C {self.repo} fetch origin {sha} (istiobuild only reads the repository)",
-            )
+        require_commit(self.repo, sha)
         shutil.rmtree(self.src, ignore_errors=True)
         self.src.mkdir(parents=True)
         tar = self.src.parent / f"{self.src.name}.tar"

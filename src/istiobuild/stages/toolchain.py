@@ -11,9 +11,11 @@ from istiobuild.arch import Arch
 from istiobuild.elf import read as read_elf
 from istiobuild.errors import ToolError
 from istiobuild.executor import Executor
+from istiobuild.release import Component
 from istiobuild.run import run
 from istiobuild.steps import Action, Command, PlanInput, Stage, StageName
 from istiobuild.toolchain import Family, Toolchain, version_in
+from istiobuild.ztunnel import CheckZtunnelSource
 
 PROBE_SOURCE = '#include <stdio.h>\nint main(void) { puts("probe"); return 0; }\n'
 
@@ -96,6 +98,7 @@ def plan(p: PlanInput) -> Stage:
         env,
         f"compile the probe for {arch}",
     )
+    ztunnel = p.release.mechanism is not None and p.release.mechanism.ztunnel != "none" and p.settings.ztunnel_repo
     return Stage(
         name=StageName.TOOLCHAIN,
         summary=f"check toolchain {tc.name} ({tc.description}), version {tc.version_range}, builds for {arch}",
@@ -104,6 +107,11 @@ def plan(p: PlanInput) -> Stage:
             CheckVersion(version_command=version, toolchain=tc, record=p.layout.record("toolchain")),
             compile_,
             CheckProbe(binary=probe / "probe", arch=arch, family=tc.family, record=p.layout.record("toolchain")),
+            *(
+                [CheckZtunnelSource(repo=Path(p.settings.ztunnel_repo).absolute(), istio=p.checkout(Component.ISTIO))]
+                if ztunnel
+                else []
+            ),
         ),
         produces=(p.layout.record("toolchain"),),
         notes=(f"bazel configs: {' '.join('--config=' + c for c in tc.bazel_configs)}",),
