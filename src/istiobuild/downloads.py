@@ -120,6 +120,7 @@ def place(item: Download, source: Path, directory: Path) -> list[Path]:
             placed.append(directory / name)
     else:
         for name in item.place:
+            (directory / name).parent.mkdir(parents=True, exist_ok=True)  # e.g. release/ under istio's out dir
             shutil.copyfile(source, directory / name)
             placed.append(directory / name)
     for stamp in item.touch:
