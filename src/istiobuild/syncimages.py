@@ -36,10 +36,13 @@ def derive(rel: Release, istio: Path) -> Images:
     definitions = rel.mechanism.definitions if rel.mechanism else ""
     targets = (BASE_TARGET, *rel.docker_targets)
     found: dict[str, Images] = {}
+    scanned: dict[tuple[Path, ...], Images] = {}  # the same series (none, for most lines) is scanned once
     for arch, page in _ARCHES:
         series = patches.from_shipped(patches.select(rel, Component.ISTIO, arch, page))
-        found[f"{arch.value}/{page}"] = baseimages.scan(istio, rel.pins[Component.ISTIO].commit, series, targets,
-                                                         definitions)  # fmt: skip
+        key = tuple(p.path for p in series)
+        if key not in scanned:
+            scanned[key] = baseimages.scan(istio, rel.pins[Component.ISTIO].commit, series, targets, definitions)
+        found[f"{arch.value}/{page}"] = scanned[key]
     first, *others = found.items()
     for where, images in others:
         if images != first[1]:
