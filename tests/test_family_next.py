@@ -226,6 +226,27 @@ def test_plan_json_shows_the_mechanism_and_the_definitions_driver(tmp_path: Path
     assert "tools/docker.yaml" in text and "docker-copy.sh" in text and "classic builder" in text
     assert "USE_LOCAL_PROXY" not in text
     assert "out/linux_arm64/release/envoy-83f51c191330234dc140cd9f72537845bc902265" in text
+    # istio's build_ztunnel.sh never builds its own ztunnel over the placed one, and the build checks they stayed
+    assert "BUILD_ZTUNNEL_REPO='' " in text and "still has the sha256 it was placed with" in text
+
+
+def test_a_placed_file_changed_during_istios_make_is_refused(tmp_path: Path) -> None:
+    """CheckPlaced: what istio's scripts overwrote (build_ztunnel.sh with BUILD_ZTUNNEL_REPO, say) stops the build."""
+    import types
+
+    from istiobuild.errors import StepFailed
+    from istiobuild.preplace import CheckPlaced
+
+    placed = tmp_path / "ztunnel"
+    placed.write_bytes(b"placed")
+    record = tmp_path / "preplaced.json"
+    record.write_text(json.dumps({str(placed): {"sha256": hashlib.sha256(b"placed").hexdigest()}}))
+    ex = types.SimpleNamespace(log=tmp_path / "istio.log")  # what the step uses of its executor
+    step = CheckPlaced(record=record)
+    step.perform(ex)  # type: ignore[arg-type]
+    placed.write_bytes(b"cargo's own build")
+    with pytest.raises(StepFailed, match="changed during istio's make"):
+        step.perform(ex)  # type: ignore[arg-type]
 
 
 # -- the pieces, on their own --------------------------------------------------------------------
@@ -330,3 +351,15 @@ def test_rebuild_takes_the_ztunnel_like_the_build(built: dict[str, Path], tmp_pa
     given = ("--ztunnel", str(binary), "--ztunnel-sha256", wrong)
     line = one_error(invoke("rebuild", "--record", record, "--workdir", str(tmp_path / "r2"), *given))
     assert f"has sha256 {digest}, not {wrong}" in line
+
+
+def test_a_cargo_variable_that_changes_the_build_is_refused(tmp_path: Path) -> None:
+    """CARGO_PROFILE_RELEASE_*, CARGO_TARGET_*_LINKER and the like would change the ztunnel cargo builds without a
+    trace: refused before any stage (cargo's fetch and output settings are left alone)."""
+    clone = ztunnel_checkout(tmp_path)
+    given = ("--ztunnel-repo", str(clone), "--cargo", "/usr/bin/cargo", "--dry-run")
+    proc = invoke("build", "--release", "example-next", "--arch", "x86_64", "--workdir", str(tmp_path / "w"), *given,
+                  env={"CARGO_PROFILE_RELEASE_LTO": "off", "CARGO_TERM_COLOR": "never"})  # fmt: skip
+    line = one_error(proc)
+    assert "CARGO_PROFILE_RELEASE_LTO in your environment would change the ztunnel" in line
+    assert "CARGO_TERM_COLOR" not in line

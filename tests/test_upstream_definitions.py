@@ -124,3 +124,20 @@ def test_sync_refuses_external_images_the_real_tree_does_not_name(tmp_path: Path
     with pytest.raises(DataError, match="release 1.22.0: 1.22.toml has external_images"):
         sync.command(MIRRORS, check=True, line="1.22", directory=tmp_path)
     assert (tmp_path / "1.22.toml").read_text() == forged
+
+
+def test_sync_refuses_an_insert_that_would_land_inside_a_multiline_string(tmp_path: Path) -> None:
+    """The line is added at the end of a release's table; a table ending in a multi-line string whose last line
+    looks like a comment would take it into the string: refused, nothing written."""
+    from istiobuild import sync
+    from istiobuild.errors import DataError
+
+    shipped = (data_dir("releases") / "1.22.toml").read_text()
+    text = "".join(x for x in shipped.splitlines(keepends=True) if not x.startswith("external_images = "))
+    text = text.replace(
+        'go = "1.22.0"\n\n[release."1.22.1"]', 'go = "1.22.0"\nnote = """a\n# b"""\n\n[release."1.22.1"]', 1
+    )
+    (tmp_path / "1.22.toml").write_text(text)
+    with pytest.raises(DataError, match="adding external_images to release 1.22.0 would change its table"):
+        sync.command(MIRRORS, check=False, line="1.22", directory=tmp_path)
+    assert (tmp_path / "1.22.toml").read_text() == text

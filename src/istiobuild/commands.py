@@ -54,7 +54,8 @@ def prepare(
         allow_modified=allow_modified,
     )
     secrets.register_secret(*ex.secrets())  # masked in every log and kept out of every child's environment
-    return Build(plan=built, executor=ex, toolchain=tc)
+    # the line's compiler floor (1.26: clang 18) for doctor and the preflight too, as the plan applies it
+    return Build(plan=built, executor=ex, toolchain=tc.at_least(rel.toolchains_min))
 
 
 def stage_name(text: str, what: str) -> StageName:

@@ -146,6 +146,29 @@ class PlaceBuilt(Action):
         return staged
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CheckPlaced(Action):
+    """After istio's make: every pre-placed file is still the one placed (its sha256 in the record). istio's
+    scripts overwrite them when the environment asks (build_ztunnel.sh copies its own cargo build over
+    out/linux_<arch>/ztunnel when BUILD_ZTUNNEL_REPO is set, say): such a build is refused, not packed."""
+
+    record: Path
+
+    def render(self) -> str:
+        return f"check that every file {self.record} lists still has the sha256 it was placed with"
+
+    def perform(self, ex: Executor) -> None:
+        placed = json.loads(self.record.read_text())
+        for path, entry in placed.items():
+            now = sha256_file(Path(path)) if Path(path).is_file() else "(missing)"
+            if now != entry["sha256"]:
+                raise StepFailed(
+                    f"{path} changed during istio's make: placed with sha256 {entry['sha256']}, now {now} "
+                    "(istio's scripts replaced it; BUILD_ZTUNNEL_REPO or a similar variable in your environment?)",
+                    log=ex.log,
+                )
+
+
 def _inside(path: Path, root: Path) -> bool:
     """`path` (as it resolves, symlinks followed) is `root` or under it."""
     return path.resolve().is_relative_to(root.resolve())

@@ -312,7 +312,8 @@ def _change(path: Path, line_name: str, versions: Sequence[str], facts: Mapping[
 
 def _with_images(name: str, text: str, istio: Path) -> tuple[str, tuple[str, ...]]:
     """`text` with external_images added where a release of a buildable line lacks them; those it has confirmed."""
-    derived = []
+    derived: list[str] = []
+    before = text
     for version, rel in _load_text(name, text).items():
         if not syncimages.wanted(rel):
             continue
@@ -329,7 +330,8 @@ def _with_images(name: str, text: str, istio: Path) -> tuple[str, tuple[str, ...
                 hint="nothing was written: sync never rewrites a release; fix the file by hand if the change is real",
             )
     if derived:
-        _load_text(name, text)  # still loads
+        syncimages.only_images_added(name, before, text, derived)
+        _load_text(name, text)  # and the loader takes it
     return text, tuple(derived)
 
 

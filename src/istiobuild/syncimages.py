@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from istiobuild import baseimages, patches
@@ -20,6 +21,11 @@ from istiobuild.git import git
 from istiobuild.imagedefs import make_defaults
 from istiobuild.linetables import BASE_TARGET
 from istiobuild.release import Component, Release
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 Images = Mapping[str, tuple[str, ...]]
 _HEADER = re.compile(r"^\[")
@@ -78,6 +84,20 @@ def insert(text: str, version: str, line: str) -> str:
     if lines[end - 1] and not lines[end - 1].endswith("\n"):
         lines[end - 1] += "\n"
     return "".join(lines[:end]) + line + "".join(lines[end:])
+
+
+def only_images_added(name: str, before: str, after: str, derived: Sequence[str]) -> None:
+    """The line-based insert changed nothing but the derived releases' external_images (a table that ends in a
+    multi-line string, say, would have taken the line into the string)."""
+    old, new = tomllib.loads(before).get("release", {}), tomllib.loads(after).get("release", {})
+    for version, table in new.items():
+        was = old.get(version, {})
+        expected = {**was, "external_images": table.get("external_images")} if version in derived else was
+        if table != expected or (version in derived and "external_images" not in table):
+            raise DataError(
+                f"{name}: adding external_images to release {version} would change its table otherwise",
+                hint="nothing was written; add the line at the end of its table by hand, then run the sync again",
+            )
 
 
 def base_version(rel: Release, istio: Path) -> str:

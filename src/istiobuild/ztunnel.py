@@ -12,6 +12,7 @@ pre-placed like a supplied ztunnel (preplace.py).
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import tarfile
 from pathlib import Path
@@ -32,6 +33,8 @@ PROFILE = "release"
 CLEARED = ("RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "RUSTDOCFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER",
            "CARGO_BUILD_RUSTFLAGS", "CARGO_BUILD_TARGET_DIR", "RUSTUP_TOOLCHAIN", "CARGO_INCREMENTAL")  # fmt: skip
 _SAFE_GIT = ("core.fsmonitor=false", "core.hooksPath=/dev/null")
+# How cargo fetches and prints, not what it builds: left to the caller.
+_CARGO_HARMLESS = ("CARGO_HOME", "CARGO_NET_", "CARGO_HTTP_", "CARGO_REGISTRIES_", "CARGO_REGISTRY_", "CARGO_TERM_")
 CROSS_LINKER = {Arch.AARCH64: "aarch64-linux-gnu-gcc", Arch.X86_64: "x86_64-linux-gnu-gcc"}
 
 
@@ -130,7 +133,18 @@ class BuildZtunnel(Action):
         )
 
     def check(self) -> None:
-        """Before any stage: cargo runs, and its rustc has the target's standard library."""
+        """Before any stage: cargo runs, its rustc has the target's standard library, and no CARGO_* variable of the
+        caller would change what it builds."""
+        changing = sorted(
+            name
+            for name in os.environ
+            if name.startswith("CARGO_") and name not in self.env() and not name.startswith(_CARGO_HARMLESS)
+        )
+        if changing:
+            raise UsageError(
+                f"{', '.join(changing)} in your environment would change the ztunnel cargo builds (--ztunnel-repo)",
+                hint="unset it for the build; the build sets what it needs itself (docs/lines.md)",
+            )
         if which(self.cargo) is None:
             raise ToolError(
                 f"cargo ({self.cargo}) not found: --ztunnel-repo builds ztunnel with it",

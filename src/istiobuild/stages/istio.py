@@ -14,7 +14,7 @@ from istiobuild.elf import read as read_elf
 from istiobuild.errors import StepFailed, UsageError
 from istiobuild.executor import Executor
 from istiobuild.mechanism import VERSION_PACKAGES, source_of
-from istiobuild.preplace import PlaceBuilt
+from istiobuild.preplace import CheckPlaced, PlaceBuilt
 from istiobuild.release import Component
 from istiobuild.stages import record
 from istiobuild.steps import Action, PlanInput, Stage, StageName
@@ -221,6 +221,9 @@ def environment(p: PlanInput) -> dict[str, str]:
         **go_environment(p),
     }
     env.update(local_envoy_env(p))
+    if p.release.mechanism is not None and p.release.mechanism.ztunnel != "none":
+        # build_ztunnel.sh would run its own cargo build and copy it over the pre-placed ztunnel
+        env.update(dict.fromkeys(("BUILD_ZTUNNEL", "BUILD_ZTUNNEL_REPO", "BUILD_ZTUNNEL_TARGET"), ""))
     return env
 
 
@@ -303,6 +306,7 @@ def plan(p: PlanInput) -> Stage:
                 {**environment(p), **p.layout.home_env},
                 f"{_how(p)}; stamped from BUILDINFO; a private HOME",
             ),
+            *([CheckPlaced(record=p.layout.record("preplaced"))] if _preplace(p) else []),
             CheckElves(root=out, arch=p.arch, record=p.layout.record("istio")),
             CheckVersions(
                 root=out,

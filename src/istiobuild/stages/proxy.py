@@ -266,7 +266,9 @@ def _after_configs(p: PlanInput, env: Mapping[str, str]) -> list[str]:
         host = p.toolchain.env_for(p.host, p.host) if p.arch != p.host else env
         for var in ("CC", "CXX"):
             flags += [f"--action_env={var}={env[var]}", f"--host_action_env={var}={host[var]}"]
-    if mech.rc_path and not p.settings.in_container:
+    if mech.rc_path and p.settings.in_container:  # the builder's PATH, where its toolchain check found the compiler
+        flags.append("--action_env=PATH")
+    elif mech.rc_path:
         kept = [d for d in mech.rc_path.split(":") if d and "llvm" not in d]
         flags.append(f"--action_env=PATH={':'.join([str(p.layout.toolchain_bin), *kept])}")
     return flags
