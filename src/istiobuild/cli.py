@@ -22,7 +22,10 @@ class IstiobuildProgram(Program):
             unknown = text.split("'")[1] if text.count("'") >= 2 else ""
             known = [flag(n) for n in OPTIONS]
             close = difflib.get_close_matches(unknown, known, n=1)
-            hint = f"did you mean {close[0]}?" if close else "`istiobuild --help <task>` lists the flags"
+            if unknown in known:  # a flag of another task
+                hint = "this task does not take it; `istiobuild --help <task>` lists the flags each task takes"
+            else:
+                hint = f"did you mean {close[0]}?" if close else "`istiobuild --help <task>` lists the flags"
             what = f"unknown option {unknown}" if unknown.startswith("-") else text.rstrip("!")
             raise Exit(f"error: {what}\n{hint}", code=2) from None
 

@@ -90,7 +90,9 @@ def make_plan(
         )
     if release.toolchains and tc.name not in release.toolchains:
         raise UsageError(
-            f"release {release.version} does not build with toolchain {tc.name}: {release.toolchains_why}",
+            f"release {release.version} does not build with toolchain {tc.name}: it takes only "
+            f"{' or '.join(release.toolchains)}"
+            f"{f' ({release.toolchains_min} or newer)' if release.toolchains_min else ''}; {release.toolchains_why}",
             hint=f"use --toolchain {' or '.join(release.toolchains)}",
         )
     tc = tc.at_least(release.toolchains_min)  # the line's floor (1.22's C++20: clang 14)

@@ -84,6 +84,8 @@ class PlaceBuilt(Action):
                 f"{self.envoy}"
                 if source_of(template) == "envoy"
                 else f"{self.ztunnel} ({f'sha256 {self.ztunnel_sha256}' if self.ztunnel_sha256 else 'built above'})"
+                if self.ztunnel is not None
+                else "(no ztunnel given: refused before any stage)"
             )
             parts.append(f"{src} -> {dest}")
         return f"pre-place (mode 0755, sha256 recorded in {self.record}): " + "; ".join(parts)
