@@ -1,0 +1,61 @@
+"""Lines 1.7-1.13, the wee8 era after 1.6: envoy builds V8 through gn/ninja, istio takes the local envoy with
+USE_LOCAL_PROXY=1 (to 1.12) or ISTIO_ENVOY_LOCAL (1.13), the images come from istio's make docker targets, and a
+patch series per line makes the aarch64 build work. What their data says and what their plans run; the series are
+checked on every tag by tests/test_upstream.py (mirrors), the defaults patch by tests/test_upstream_release.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from istiobuild import commands, release
+from istiobuild.release import Component
+
+LINES = tuple(line for line in (f"1.{n}" for n in range(7, 14)) if any(
+    r.line == line and r.buildable for r in release.matrix().values()
+))  # fmt: skip
+
+
+def minor(version: str) -> int:
+    return int(version.split(".")[1])
+
+
+def ends(line: str) -> list[str]:
+    versions = [v for v, r in release.matrix().items() if r.line == line]
+    return sorted({versions[0], versions[-1]}, key=lambda v: [int(x) for x in v.split(".")])
+
+
+@pytest.mark.parametrize("line", LINES)
+def test_every_release_of_the_line_is_buildable_as_its_data_says(line: str) -> None:
+    for rel in (r for r in release.matrix().values() if r.line == line):
+        mech = rel.mechanism
+        assert rel.buildable and mech is not None and mech.wee8 and rel.wee8, rel.version
+        assert rel.series[Component.ENVOY] and rel.series[Component.ISTIO], rel.version  # the aarch64 work
+        assert rel.external_images and rel.bazel_version and rel.go and rel.defaults is not None
+        # every wasm file init.sh would download is one of the release's downloads, placed under its names
+        wanted = {p.format(envoy_dir="E", proxy_sha="S") for p in mech.preplace if p.endswith(".wasm")}
+        placed = {f"E/{x.format(proxy_sha='S')}" for d in rel.downloads for x in d["place"]}
+        assert wanted == placed and wanted, rel.version
+
+
+@pytest.mark.parametrize("version", [v for line in LINES for v in ends(line)])
+def test_the_plan_of_each_line(version: str, tmp_path: Path) -> None:
+    """What `invoke plan --release <v> --arch aarch64 --host aarch64 --json` prints (in process: the same calls)."""
+    rel = release.get(version)
+    settings = {"release": version, "arch": "aarch64", "workdir": str(tmp_path)}
+    stages = {
+        s["name"]: json.dumps(s) for s in json.loads(commands.prepare(settings, host="aarch64").plan.dumps())["stages"]
+    }
+    for comp in Component:
+        for name in rel.series[comp]:
+            assert f"patches/{comp.value}/{name}/" in stages["patch"], (comp, name)
+    assert "GN=gn" in stages["proxy"] and "NINJA=ninja" in stages["proxy"]
+    knob = "ISTIO_ENVOY_LOCAL=" if minor(version) >= 13 else "USE_LOCAL_PROXY=1"
+    assert knob in stages["istio"] and ".compiled.wasm" in stages["istio"]
+    assert ("envoy-centos-" in stages["istio"]) == (minor(version) >= 8)
+    assert "regenerate operator/pkg/vfs/assets.gen.go" in stages["patch"]
+    for target in rel.docker_targets:
+        assert target in stages["images"]
