@@ -14,13 +14,14 @@ REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "tags-1.4-1
 GA = [f"1.4.{i}" for i in range(11)] + [f"1.5.{i}" for i in range(11)]
 GA_16 = [f"1.6.{i}" for i in range(15) if i != 11]  # 1.6.11's envoy is pinned in istio-private only: pins only
 GA_17 = [f"1.7.{i}" for i in range(9)]  # USE_LOCAL_PROXY, wee8 via gn/ninja, make docker, the 1.7 patch series
+GA_18 = [f"1.8.{i}" for i in range(5)]  # as 1.7; 1.8.5 and 1.8.6 pin envoys in no mirror here: pinned, saying why
 # the 1.14+ mechanism, no patch series: every GA tag of 1.14-1.28
 GA_MODERN = [v for v, r in release.matrix().items() if r.line in {f"1.{n}" for n in range(14, 29)}]
 
 
 def test_matrix_has_every_ga_release_in_order() -> None:
     names = [v for v, r in release.matrix().items() if not r.example and r.buildable]
-    assert names == GA + GA_16 + GA_17 + GA_MODERN and len(GA_MODERN) == 123 and GA_MODERN[-1] == "1.28.10"
+    assert names == GA + GA_16 + GA_17 + GA_18 + GA_MODERN and len(GA_MODERN) == 123 and GA_MODERN[-1] == "1.28.10"
     assert not release.get("1.6.11").buildable
 
 

@@ -79,6 +79,11 @@ def make_plan(
             if release.note
             else f"the other releases of line {release.line} build",
         )
+    if release.pinned_release:
+        raise UsageError(
+            f"release {release.version} is pinned: {release.note}",
+            hint=f"the other releases of line {release.line} build; `invoke releases` lists them",
+        )
     if not release.buildable:
         raise UsageError(
             f"release {release.version} is pinned: istiobuild cannot build line {release.line} yet",

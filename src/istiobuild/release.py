@@ -82,7 +82,9 @@ class Release:
     defaults: DefaultsSpec | None = None  # the files naming the default hub and tag, and what is generated from them
     archive: ArchiveSpec | None = None  # what the release archives hold
     note: str = ""
-    buildable: bool = True  # False for a `status = "pinned"` line, or an envoy nobody can fetch (envoy_unfetchable)
+    # False for a `status = "pinned"` line or release, or an envoy nobody can fetch (envoy_unfetchable)
+    buildable: bool = True
+    pinned_release: bool = False  # the release itself says `status = "pinned"` (its note says why)
     mechanism: Mechanism | None = None  # [line.mechanism]: how upstream builds this line (docs/lines.md)
     toolchains: tuple[str, ...] = ()  # the only toolchain profiles this line builds with (() = any)
     toolchains_why: str = ""
@@ -135,7 +137,7 @@ _OPTIONAL_LINE_KEYS = {
     "mechanism": dict,
     "toolchains": dict,
 }
-_RELEASE_KEYS = {"proxy", "istio", "envoy", "source_date_epoch", "extra_patches", "note"}
+_RELEASE_KEYS = {"proxy", "istio", "envoy", "source_date_epoch", "extra_patches", "note", "status"}
 
 
 def _fail(path: Path, where: str, what: str) -> DataError:
@@ -246,6 +248,9 @@ def _build(path: Path, where: str, version: str, line: Mapping[str, Any], table:
     for key in ("bazel_version", "go"):
         if not line[key]:
             raise _fail(path, where, f"missing {key!r} (give it in [line] or per release)")
+    pinned_release = table.get("status", BUILDABLE) == PINNED
+    if table.get("status", BUILDABLE) not in (BUILDABLE, PINNED) or (pinned_release and not table.get("note")):
+        raise _fail(path, f"{where} status", f"must be {PINNED!r}, with a note saying why the release is not built")
     epoch = table["source_date_epoch"]
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= 0:
         raise _fail(path, f"{where} source_date_epoch", "must be the istio commit's committer time (seconds)")
@@ -287,7 +292,9 @@ def _build(path: Path, where: str, version: str, line: Mapping[str, Any], table:
         source_date_epoch=epoch,
         note=str(table.get("note", "")),
         buildable=line["status"] == BUILDABLE
+        and not pinned_release
         and "/istio-private/" not in urls[Component.ENVOY],  # see envoy_unfetchable
+        pinned_release=pinned_release,
         mechanism=_mechanism(path, where, line, version),
         **toolchains(path, where, line),
     )
