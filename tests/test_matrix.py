@@ -81,7 +81,7 @@ def test_several_toolchains_get_their_own_tags_keys_and_manifests() -> None:
     ("args", "words"),
     [
         (["--release", "1.99"], "neither a release nor a release line"),
-        (["--release", "1.7"], "release 1.7.0 is pinned: istiobuild cannot build line 1.7 yet"),
+        (["--release", "1.9"], "release 1.9.0 is pinned: istiobuild cannot build line 1.9 yet"),
         (["--runner", "cloud"], "is not a runner kind"),
         (["--arch", "riscv64"], "unknown arch"),
         (["--toolchain", "icc"], "unknown toolchain"),

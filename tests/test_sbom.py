@@ -263,7 +263,7 @@ def test_sources_base_image_and_metadata(doc: dict[str, Any], image: dict[str, A
     assert proxy["version"] == "1.5.0"
     assert proxy["externalReferences"] == [{"type": "vcs", "url": "https://example.com/istio/proxy.git"}]
     assert envoy["version"] == "b" * 40  # no tag: the commit
-    assert istio["externalReferences"][0]["url"] == "git@github.com:istio/istio.git"
+    assert istio["externalReferences"][0]["url"] == "ssh://git@github.com/istio/istio.git"  # scp-like, as an IRI
     assert "s3cr3t-token" not in json.dumps(doc)
     base = comps["base-image"]
     assert (base["name"], base["version"]) == ("docker.io/library/debian", BASE[1])

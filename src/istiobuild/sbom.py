@@ -115,8 +115,17 @@ def public_url(url: str) -> str:
     return Redactor(registered_secrets()).text(bare)
 
 
+_SCP_LIKE = re.compile(r"^(?P<user>[^@/:]+@)?(?P<host>[^/:]+):(?P<path>[^/].*)$")
+
+
+def _iri(url: str) -> str:
+    """git's scp-like `git@host:path` as the ssh URL it means (`ssh://git@host/path`): CycloneDX wants an IRI."""
+    found = None if "://" in url else _SCP_LIKE.match(url)
+    return f"ssh://{found['user'] or ''}{found['host']}/{found['path']}" if found else url
+
+
 def _source_component(src: SourceRef) -> Component:
-    url = public_url(src.url)
+    url = _iri(public_url(src.url))
     return Component(
         type=ComponentType.APPLICATION,
         bom_ref=f"source:{src.name}",
