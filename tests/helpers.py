@@ -94,3 +94,13 @@ def keypair(directory: Path, name: str, password: Path | None = None) -> tuple[P
     subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout", "-out", str(pub), *passin], check=True,
                    capture_output=True)  # fmt: skip
     return key, pub
+
+
+def static_aarch64_binary(directory: Path, name: str = "ztunnel") -> tuple[Path, str]:
+    """A static aarch64 ELF standing in for a ztunnel built for the target, and its sha256."""
+    import hashlib
+
+    (directory / "z.c").write_text("int main(void){return 0;}\n")
+    binary = directory / name
+    subprocess.run(["aarch64-linux-gnu-gcc", "-static", "-o", str(binary), str(directory / "z.c")], check=True)
+    return binary, hashlib.sha256(binary.read_bytes()).hexdigest()

@@ -7,14 +7,13 @@ example-next (tests/test_family_next.py) runs the same code end to end.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from helpers import invoke, one_error
+from helpers import invoke, one_error, static_aarch64_binary
 from istiobuild import release
 
 PROXY = "b2dd15dc498b84431c063042e7821e179d5a3c41"  # istio.deps PROXY_REPO_SHA at 1.22.0
@@ -22,11 +21,7 @@ PROXY = "b2dd15dc498b84431c063042e7821e179d5a3c41"  # istio.deps PROXY_REPO_SHA 
 
 @pytest.fixture(scope="module")
 def ztunnel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    directory = tmp_path_factory.mktemp("zt")
-    (directory / "z.c").write_text("int main(void){return 0;}\n")
-    binary = directory / "ztunnel"
-    subprocess.run(["aarch64-linux-gnu-gcc", "-static", "-o", str(binary), str(directory / "z.c")], check=True)
-    return binary, hashlib.sha256(binary.read_bytes()).hexdigest()
+    return static_aarch64_binary(tmp_path_factory.mktemp("zt"))
 
 
 def plan(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

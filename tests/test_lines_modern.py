@@ -7,14 +7,13 @@ example-next (tests/test_family_next.py) runs the same code end to end.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from helpers import invoke, one_error
+from helpers import invoke, one_error, static_aarch64_binary
 from istiobuild import release
 from istiobuild.release import Component
 
@@ -33,11 +32,8 @@ def releases_of(line: str) -> list[release.Release]:
 
 @pytest.fixture(scope="module")
 def ztunnel(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    directory = tmp_path_factory.mktemp("zt")
-    (directory / "z.c").write_text("int main(void){return 0;}\n")
-    binary = directory / "ztunnel"
-    subprocess.run(["aarch64-linux-gnu-gcc", "-static", "-o", str(binary), str(directory / "z.c")], check=True)
-    return str(binary), hashlib.sha256(binary.read_bytes()).hexdigest()
+    binary, digest = static_aarch64_binary(tmp_path_factory.mktemp("zt"))
+    return str(binary), digest
 
 
 @pytest.mark.parametrize("line", LINES)

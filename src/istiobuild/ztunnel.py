@@ -65,6 +65,14 @@ def ancestor_configs(src: Path) -> list[Path]:
     ]
 
 
+def pinned_sha(istio: Path, ex: Executor) -> str:
+    """istio.deps' ZTUNNEL_REPO_SHA ("" when it pins none); an unreadable istio.deps fails the step."""
+    try:
+        return deps_sha(istio, ZTUNNEL_DEPS)
+    except ValueError as exc:
+        raise StepFailed(str(exc), log=ex.log) from None
+
+
 def require_commit(repo: Path, sha: str) -> None:
     """The user's ztunnel repository has the commit istio pins (read only, no replace refs)."""
     env = {"GIT_NO_REPLACE_OBJECTS": "1"}
@@ -87,10 +95,7 @@ class CheckZtunnelSource(Action):
         return f"check that {self.repo} has istio.deps' {ZTUNNEL_DEPS} (read only), before envoy is built"
 
     def perform(self, ex: Executor) -> None:
-        try:
-            sha = deps_sha(self.istio, ZTUNNEL_DEPS)
-        except ValueError as exc:
-            raise StepFailed(str(exc), log=ex.log) from None
+        sha = pinned_sha(self.istio, ex)
         if sha:
             require_commit(self.repo, sha)
             ex.console.info(f"ztunnel {sha[:12]} is in {self.repo}")
@@ -161,10 +166,7 @@ class BuildZtunnel(Action):
             )
 
     def perform(self, ex: Executor) -> None:
-        try:
-            sha = deps_sha(self.istio, ZTUNNEL_DEPS)
-        except ValueError as exc:
-            raise StepFailed(str(exc), log=ex.log) from None
+        sha = pinned_sha(self.istio, ex)
         if not sha:
             raise StepFailed(f"istio.deps pins no {ZTUNNEL_DEPS}: this istio has no ztunnel to build", log=ex.log)
         self._export(sha, ex)
