@@ -28,7 +28,8 @@ from helpers import invoke, one_error
 from istiobuild import baseimages, patches, release
 from istiobuild.arch import Arch
 from istiobuild.errors import DataError, IstiobuildError
-from istiobuild.release import BASE_TARGET, Component
+from istiobuild.linetables import BASE_TARGET
+from istiobuild.release import Component
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = Arch(platform.machine()) if platform.machine() in {a.value for a in Arch} else Arch.X86_64
@@ -60,6 +61,18 @@ def test_every_release_lists_its_external_images() -> None:
     assert [i.name for i in example.external_images] == ["debian:bookworm-slim", "gcr.io/distroless/cc:latest"]
 
 
+def test_from_1_7_istio_builds_its_distroless_base_too() -> None:
+    """pilot's `FROM docker.io/istio/distroless:${BASE_VERSION} as distroless` (1.7, 1.8) is istio's own
+    docker.distroless, built first under the name the stage uses: not an external image named `...:latest`."""
+    r18 = release.get("1.8.0")
+    assert r18.istio_bases == ("docker.io/istio/base", "docker.io/istio/distroless")
+    assert r18.base_targets == (BASE_TARGET, "docker.distroless") and r18.base_hub == "docker.io/istio"
+    names = {i.name: i.targets for i in r18.external_images_for(Arch.AARCH64)}
+    assert not [n for n in names if n.startswith("docker.io/istio/")], names
+    assert names["ubuntu:bionic"] == (BASE_TARGET, "docker.distroless")
+    assert release.get("1.6.0").istio_bases == ("docker.io/istio/base",)  # 1.6: a digest-pinned distroless stage
+
+
 @pytest.mark.parametrize(("name", "repo"), [("example", "istio"), ("example-next", "istio-next")])
 def test_example_list_is_what_its_dockerfiles_name(example_upstream: Path, name: str, repo: str) -> None:
     """example: Dockerfiles from tools/istio-docker.mk; example-next: from tools/docker.yaml, FROM lines resolved
@@ -70,8 +83,9 @@ def test_example_list_is_what_its_dockerfiles_name(example_upstream: Path, name:
     for arch in Arch:
         series = patches.from_shipped(patches.select(rel, Component.ISTIO, arch))
         commit = rel.pins[Component.ISTIO].commit
-        targets = (BASE_TARGET, *rel.docker_targets)
-        assert baseimages.scan(example_upstream / repo, commit, series, targets, definitions) == expected
+        targets = (*rel.base_targets, *rel.docker_targets)
+        found = baseimages.scan(example_upstream / repo, commit, series, targets, definitions, rel.istio_bases)
+        assert found == expected
 
 
 def _line_with(tmp_path: Path, entry: str) -> Path:
@@ -383,7 +397,8 @@ def test_a_good_build_records_its_base_images(built: Path) -> None:
         assert found["image"] == f"{baseimages.EXAMPLE_BASE}:{HOST.goarch}"
         assert found["id"] == docker("image", "inspect", "-f", "{{.Id}}", found["image"]).strip()
         assert found["id"].startswith("sha256:") and (found["os"], found["architecture"]) == ("linux", HOST.goarch)
-    assert record["images"][0]["targets"] == [BASE_TARGET] and record["images"][1]["targets"] == ["docker.proxyv2"]
+    assert record["images"][0]["targets"] == [BASE_TARGET, "docker.distroless"]  # istio_bases: docker.distroless too
+    assert record["images"][1]["targets"] == ["docker.proxyv2"]
     build_record = json.loads((built / f"example-{HOST.value}" / "build-record.json").read_text())
     for key in ("base-images", "base_images"):  # once stages/record.py collects layout.record("base-images")
         if key in build_record:

@@ -60,6 +60,10 @@ def test_the_plan_of_each_line(version: str, tmp_path: Path) -> None:
     assert rel.wee8 in stages["proxy"] or rel.wee8 in json.dumps(stages)
     for target in rel.docker_targets:
         assert target in stages["images"]
+    # istio's own bases first, under the hub the FROM lines name: docker.distroless too (its stage is built)
+    hub = "gcr.io/istio-release" if minor(version) >= 9 else "docker.io/istio"
+    assert f'"make", "docker.base", "docker.distroless", "HUB={hub}"' in stages["images"]
+    assert ("DOCKER_V2_BUILDER=false" in stages["images"]) == (minor(version) == 13)
 
 
 def test_a_release_whose_series_cannot_be_proven_is_pinned_saying_why() -> None:

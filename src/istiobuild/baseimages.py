@@ -177,13 +177,20 @@ def repository(image: str) -> str:
 
 
 def scan(
-    repo: Path, commit: str, patches: Sequence[PatchSource], targets: Sequence[str], definitions: str = ""
+    repo: Path,
+    commit: str,
+    patches: Sequence[PatchSource],
+    targets: Sequence[str],
+    definitions: str = "",
+    bases: Sequence[str] = (),
 ) -> dict[str, tuple[str, ...]]:
     """Every external image the Dockerfiles of `targets` name at `commit` with `patches` applied (in a throwaway
     index; bare mirrors work), mapped to the targets naming it. Images the same make builds
-    (docker.io/istio/<target>, e.g. istio/base from docker.base) are not external. With `definitions` (1.14+:
-    tools/docker.yaml) the Dockerfiles come from it and FROM lines resolve with docker-builder's build args."""
+    (docker.io/istio/<target>, and the line's istio `bases`, e.g. gcr.io/istio-release/base from docker.base) are
+    not external. With `definitions` (1.14+: tools/docker.yaml) the Dockerfiles come from it and FROM lines
+    resolve with docker-builder's build args."""
     built = {f"{hub}{t.partition('.')[2]}" for t in (BASE_TARGET, *targets) for hub in ("docker.io/istio/", "istio/")}
+    built |= set(bases)
     found: dict[str, list[str]] = {}
     with scratch_index(repo) as env:
         git(repo, "read-tree", commit, env=env)

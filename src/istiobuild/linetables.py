@@ -4,6 +4,7 @@ maps, the external images the Dockerfiles name. Each parser gets the merged line
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from istiobuild.errors import ConfigError, DataError
 from istiobuild.grammar import check_image_reference
 
 BASE_TARGET = "docker.base"  # the images stage always builds it (docker.io/istio/base)
+ISTIO_BASE = "docker.io/istio/base"
+_BASE_REPOSITORY = re.compile(r"^[a-z0-9.-]+(?::[0-9]+)?(?:/[a-z0-9_.-]+)+$")
 _DOWNLOAD_KEYS = {"name": str, "url": str, "sha256": str, "into": str, "place": list, "extract": str, "touch": list}
 _SHA256_HEX = 64
 
@@ -86,7 +89,8 @@ def base_images(path: Path, where: str, line: Mapping[str, Any]) -> dict[Arch, d
 
 def external_images(path: Path, where: str, line: Mapping[str, Any]) -> tuple[ExternalImage, ...]:
     """`external_images = { "<image>" = { targets = [...], digests = { <arch> = "sha256:<hex>" } } }`."""
-    known = {BASE_TARGET, *line["docker_targets"]}
+    bases = istio_bases(path, where, line)
+    known = {BASE_TARGET, *line["docker_targets"], *(f"docker.{b.rpartition('/')[2]}" for b in bases)}
     if not isinstance(line["external_images"], Mapping):
         raise _fail(path, f"{where} external_images", "must be a table")
     found = []
@@ -100,7 +104,7 @@ def external_images(path: Path, where: str, line: Mapping[str, Any]) -> tuple[Ex
             raise _fail(path, at, "must be a table with targets = [...] and optionally digests = { <arch> = ... }")
         targets = entry["targets"]
         if not isinstance(targets, list) or not targets or not set(targets) <= known:
-            raise _fail(path, f"{at} targets", f"must be a non-empty list of {BASE_TARGET} or docker_targets entries")
+            raise _fail(path, f"{at} targets", "must be a non-empty list of base or docker_targets entries")
         digests = entry.get("digests", {})
         if not isinstance(digests, Mapping) or not set(digests) <= {a.value for a in Arch}:
             raise _fail(path, f"{at} digests", f"must map {' or '.join(a.value for a in Arch)} to sha256:<hex>")
@@ -110,6 +114,21 @@ def external_images(path: Path, where: str, line: Mapping[str, Any]) -> tuple[Ex
         pins = {Arch(a): d if d.startswith("sha256:") else f"sha256:{d}" for a, d in digests.items()}
         found.append(ExternalImage(name=name, targets=tuple(targets), digests=pins))
     return tuple(found)
+
+
+def istio_bases(path: Path, where: str, line: Mapping[str, Any]) -> tuple[str, ...]:
+    """`istio_bases = ["gcr.io/istio-release/base", "gcr.io/istio-release/distroless"]`: the images istio's make
+    builds (target docker.<last part>) that the Dockerfiles' FROM lines name; one hub. Default: istio/base."""
+    bases = line.get("istio_bases") or [ISTIO_BASE]
+    if (
+        not all(isinstance(b, str) and _BASE_REPOSITORY.match(b) for b in bases)
+        or len({b.rpartition("/")[0] for b in bases}) != 1
+        or len(set(bases)) != len(bases)
+        or "docker.base" not in {f"docker.{b.rpartition('/')[2]}" for b in bases}
+    ):
+        raise _fail(path, f"{where} istio_bases", "must be distinct image repositories under one hub, without tag, "
+                    "one of them <hub>/base (e.g. gcr.io/istio-release/base)")  # fmt: skip
+    return tuple(bases)
 
 
 def toolchains(path: Path, where: str, line: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,12 +16,13 @@ from istiobuild.arch import Arch
 from istiobuild.archivespec import ArchiveSpec, DefaultsSpec, archive_spec, defaults_spec
 from istiobuild.errors import DataError, UsageError
 from istiobuild.linetables import (
-    BASE_TARGET,
+    ISTIO_BASE,
     ExternalImage,
     base_images,
     cross,
     downloads,
     external_images,
+    istio_bases,
     skip_targets,
     toolchains,
 )
@@ -78,6 +79,9 @@ class Release:
     downloads: tuple[Mapping[str, Any], ...] = ()  # files init scripts would fetch (templates)
     base_images: Mapping[Arch, Mapping[str, str]] = dataclasses.field(default_factory=dict)  # release's defaults
     external_images: tuple[ExternalImage, ...] = ()  # what the Dockerfiles name in FROM lines
+    # What istio's make builds for those FROM lines (docker.base's image; from 1.7 docker.distroless's too): the
+    # images stage builds them first, under these names; the sync does not count them as external.
+    istio_bases: tuple[str, ...] = (ISTIO_BASE,)
     cross: tuple[Arch, ...] = ()  # targets the build can be cross-compiled for (it takes the target from the plan)
     defaults: DefaultsSpec | None = None  # the files naming the default hub and tag, and what is generated from them
     archive: ArchiveSpec | None = None  # what the release archives hold
@@ -104,9 +108,18 @@ class Release:
         skip = set(self.skip_docker_targets.get(arch, ()))
         return tuple(t for t in self.docker_targets if t not in skip)
 
+    @property
+    def base_hub(self) -> str:
+        return self.istio_bases[0].rpartition("/")[0]
+
+    @property
+    def base_targets(self) -> tuple[str, ...]:
+        """The make targets building the images the Dockerfiles' FROM lines take from istio itself."""
+        return tuple(f"docker.{name.rpartition('/')[2]}" for name in self.istio_bases)
+
     def external_images_for(self, arch: Arch) -> tuple[ExternalImage, ...]:
-        """The external images a build for `arch` needs: docker.base's and those of the targets it builds."""
-        built = {BASE_TARGET, *self.docker_targets_for(arch)}
+        """The external images a build for `arch` needs: the base targets' and those of the targets it builds."""
+        built = {*self.base_targets, *self.docker_targets_for(arch)}
         return tuple(i for i in self.external_images if built & set(i.targets))
 
 
@@ -136,6 +149,7 @@ _OPTIONAL_LINE_KEYS = {
     "archive": dict,
     "mechanism": dict,
     "toolchains": dict,
+    "istio_bases": list,
 }
 _RELEASE_KEYS = {"proxy", "istio", "envoy", "source_date_epoch", "extra_patches", "note", "status"}
 
@@ -267,6 +281,7 @@ def _build(path: Path, where: str, version: str, line: Mapping[str, Any], table:
         defaults=_defaults(path, where, line),
         archive=_archive(path, where, line),
         external_images=external_images(path, where, line),
+        istio_bases=istio_bases(path, where, line),
         downloads=tuple(downloads(path, where, line)),
         line=line["name"],
         pins={

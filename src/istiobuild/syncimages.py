@@ -19,7 +19,6 @@ from istiobuild.arch import Arch
 from istiobuild.errors import DataError
 from istiobuild.git import git
 from istiobuild.imagedefs import make_defaults
-from istiobuild.linetables import BASE_TARGET
 from istiobuild.release import Component, Release
 
 if sys.version_info >= (3, 11):
@@ -40,14 +39,15 @@ def wanted(rel: Release) -> bool:
 def derive(rel: Release, istio: Path) -> Images:
     """The external images of `rel`, the same for every target arch (else a DataError naming the difference)."""
     definitions = rel.mechanism.definitions if rel.mechanism else ""
-    targets = (BASE_TARGET, *rel.docker_targets)
+    targets = (*rel.base_targets, *rel.docker_targets)
+    bases = rel.istio_bases
     found: dict[str, Images] = {}
     scanned: dict[tuple[Path, ...], Images] = {}  # the same series (none, for most lines) is scanned once
     for arch, page in _ARCHES:
         series = patches.from_shipped(patches.select(rel, Component.ISTIO, arch, page))
         key = tuple(p.path for p in series)
         if key not in scanned:
-            scanned[key] = baseimages.scan(istio, rel.pins[Component.ISTIO].commit, series, targets, definitions)
+            scanned[key] = baseimages.scan(istio, rel.pins[Component.ISTIO].commit, series, targets, definitions, bases)
         found[f"{arch.value}/{page}"] = scanned[key]
     first, *others = found.items()
     for where, images in others:

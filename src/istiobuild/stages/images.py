@@ -209,8 +209,13 @@ def plan(p: PlanInput) -> Stage:
 def _make_docker(
     p: PlanInput, env: Mapping[str, str], tag: str, targets: Sequence[str], skipped: Sequence[str]
 ) -> tuple[Step, ...]:
-    """Up to 1.13: istio's make docker targets, the base image first under the name every FROM uses."""
+    """Up to 1.13: istio's make docker targets, the bases first (docker.base, from 1.7 docker.distroless) under the
+    names the Dockerfiles' FROM lines use, whatever HUB is. 1.13's tools/docker-builder needs buildx: its own
+    switch DOCKER_V2_BUILDER=false keeps the classic rule (docs/lines.md)."""
     istio_dir = p.checkout(Component.ISTIO)
+    mechanism = p.release.mechanism
+    classic = ["DOCKER_V2_BUILDER=false"] if mechanism and mechanism.images == "docker_builder_make" else []
+    hub = p.release.base_hub
     make_docker = [
         "make",
         "docker",
@@ -218,14 +223,17 @@ def _make_docker(
         f"TAG={tag}",
         f"BASE_VERSION={tag}",
         f"DOCKER_TARGETS={' '.join(targets)}",
+        *classic,
     ]
+    bases = list(p.release.base_targets)
     return (
         container.images_command(
             p,
-            ["make", "docker.base", "HUB=docker.io/istio", f"TAG={tag}"],
+            ["make", *bases, f"HUB={hub}", f"TAG={tag}", *classic],
             istio_dir,
             env,
-            "the base image under the name every Dockerfile's FROM uses, whatever HUB is",
+            f"the base images ({', '.join(bases)}) under the names the Dockerfiles' FROM lines use, "
+            f"{hub}/<name>:{tag}, whatever HUB is",
         ),
         container.images_command(
             p, make_docker, istio_dir, env, f"images; skipped for {p.arch}: {', '.join(skipped) or 'none'}"

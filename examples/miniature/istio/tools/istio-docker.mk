@@ -1,5 +1,5 @@
 # Miniature of istio's tools/istio-docker.mk.
-.PHONY: docker docker.all docker.base
+.PHONY: docker docker.all docker.base docker.distroless
 
 HUB ?= istio
 TAG ?= latest
@@ -27,6 +27,9 @@ endef
 
 docker.base: docker/Dockerfile.base
 	docker build -t $(HUB)/base:$(TAG) -f docker/Dockerfile.base docker
+
+docker.distroless: docker/Dockerfile.distroless
+	docker build -t $(HUB)/distroless:$(TAG) -f docker/Dockerfile.distroless docker
 
 docker.pilot: pilot/docker/Dockerfile.pilot $(ISTIO_OUT_LINUX)/pilot-discovery
 	rm -rf $(ISTIO_DOCKER)/pilot && mkdir -p $(ISTIO_DOCKER)/pilot
