@@ -81,7 +81,8 @@ def test_several_toolchains_get_their_own_tags_keys_and_manifests() -> None:
     ("args", "words"),
     [
         (["--release", "1.99"], "neither a release nor a release line"),
-        (["--release", "1.9"], "release 1.9.0 is pinned: istiobuild cannot build line 1.9 yet"),
+        (["--release", "1.29"], "release 1.29.0 is pinned: istiobuild cannot build line 1.29 yet"),
+        (["--release", "1.9.3"], "release 1.9.3 is pinned: its envoy (istio/envoy@0dc1878bcf52) is not in"),
         (["--runner", "cloud"], "is not a runner kind"),
         (["--arch", "riscv64"], "unknown arch"),
         (["--toolchain", "icc"], "unknown toolchain"),
@@ -90,6 +91,12 @@ def test_several_toolchains_get_their_own_tags_keys_and_manifests() -> None:
 )
 def test_matrix_refuses_bad_selections_in_one_line(args: list[str], words: str) -> None:
     assert words in one_error(invoke("matrix", *args))
+
+
+def test_a_line_selects_its_buildable_releases() -> None:
+    """1.9.3 .. 1.9.9 are pinned (their envoys are in no mirror): `--release 1.9` is 1.9.0 .. 1.9.2."""
+    rows = run_matrix("--release", "1.9", "--arch", "x86_64")
+    assert [r["release"] for r in rows] == ["1.9.0", "1.9.1", "1.9.2"]
 
 
 def test_matrix_keys_are_the_keys_cache_key_prints_here() -> None:

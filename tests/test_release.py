@@ -15,13 +15,21 @@ GA = [f"1.4.{i}" for i in range(11)] + [f"1.5.{i}" for i in range(11)]
 GA_16 = [f"1.6.{i}" for i in range(15) if i != 11]  # 1.6.11's envoy is pinned in istio-private only: pins only
 GA_17 = [f"1.7.{i}" for i in range(9)]  # USE_LOCAL_PROXY, wee8 via gn/ninja, make docker, the 1.7 patch series
 GA_18 = [f"1.8.{i}" for i in range(5)]  # as 1.7; 1.8.5 and 1.8.6 pin envoys in no mirror here: pinned, saying why
+# 1.9 .. 1.13 as 1.8 (from 1.9 gcr.io/istio-release bases, from 1.10 go:embed charts, 1.12-1.13 prerun_v8_build,
+# 1.13 ISTIO_ENVOY_LOCAL and DOCKER_V2_BUILDER=false); releases whose envoy is in no mirror are pinned, saying why
+UNPROVEN = {"1.9.3", "1.9.4", "1.9.5", "1.9.6", "1.9.7", "1.9.8", "1.9.9", "1.10.4", "1.11.1", "1.11.7", "1.12.4",
+            "1.12.8", "1.13.1", "1.13.5"}  # fmt: skip
+GA_9_13 = [f"1.{n}.{i}" for n, count in ((9, 10), (10, 7), (11, 9), (12, 10), (13, 10)) for i in range(count)]
+GA_9_13 = [v for v in GA_9_13 if v not in UNPROVEN]
 # the 1.14+ mechanism, no patch series: every GA tag of 1.14-1.28
 GA_MODERN = [v for v, r in release.matrix().items() if r.line in {f"1.{n}" for n in range(14, 29)}]
 
 
 def test_matrix_has_every_ga_release_in_order() -> None:
     names = [v for v, r in release.matrix().items() if not r.example and r.buildable]
-    assert names == GA + GA_16 + GA_17 + GA_18 + GA_MODERN and len(GA_MODERN) == 123 and GA_MODERN[-1] == "1.28.10"
+    assert names == GA + GA_16 + GA_17 + GA_18 + GA_9_13 + GA_MODERN
+    assert len(GA_MODERN) == 123 and GA_MODERN[-1] == "1.28.10" and len(names) == 205
+    assert all(release.get(v).pinned_release for v in UNPROVEN)
     assert not release.get("1.6.11").buildable
 
 

@@ -152,9 +152,11 @@ def rc_facts(proxy: str) -> dict[str, object]:
     envoy_rc = show(Component.PROXY, proxy, "envoy.bazelrc") or ""
     rc = show(Component.PROXY, proxy, ".bazelrc") or ""
     path = re.search(r"^build:linux --action_env=PATH=(\S+)", rc, re.M)
+    mk = show(Component.PROXY, proxy, "Makefile.core.mk") or ""
     return {
         "rc_compiler": bool(re.search(r"^build:clang(-common)? .*--action_env=CC=clang", envoy_rc, re.M)),
         "rc_path": path[1] if path else "",
+        "v8_prerun": bool(re.search(r"^prerun_v8_build:", mk, re.M)),  # build_envoy's own bazel query (1.12, 1.13)
     }
 
 

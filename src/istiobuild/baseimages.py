@@ -125,6 +125,17 @@ def patch_for(
     return PatchSource(name=GENERATED_NAME, path=path)
 
 
+def make_build_args(makefile: str) -> dict[str, str]:
+    """The BASE_DISTRIBUTION istio-docker.mk's DOCKER_RULE passes for its default variant: DOCKER_BUILD_VARIANTS
+    (`default`), through `normalize-tag` where it exists (1.12+: `$(subst default,debug,$(1))`, so `debug`)."""
+    variants = re.search(r"^DOCKER_BUILD_VARIANTS\s*\?=\s*(\S+)", makefile, re.M)
+    variant = variants.group(1) if variants else MAKE_BUILD_ARGS["BASE_DISTRIBUTION"]
+    normalize = re.search(r"^define normalize-tag\n\$\(subst (\w+),(\w+),\$\(1\)\)\nendef", makefile, re.M)
+    if normalize and "normalize-tag" in makefile.partition("define normalize-tag")[2].partition("endef")[2]:
+        variant = variant.replace(normalize.group(1), normalize.group(2))
+    return {"BASE_DISTRIBUTION": variant}
+
+
 def _definition_args(makefile: str) -> dict[str, str]:
     try:
         return {"BASE_DISTRIBUTION": "debug", **make_defaults(makefile)}
@@ -209,7 +220,7 @@ def _dockerfiles(
     """(target, its Dockerfile, the build args FROM lines see) from istio-docker.mk or the definitions file."""
     if not definitions:
         makefile = git(repo, "show", ":tools/istio-docker.mk", env=env).stdout
-        return [(t, dockerfile_for(makefile, t), MAKE_BUILD_ARGS) for t in targets]
+        return [(t, dockerfile_for(makefile, t), make_build_args(makefile)) for t in targets]
     args = _definition_args(git(repo, "show", ":Makefile.core.mk", env=env).stdout)
     with tempfile.TemporaryDirectory(prefix="istiobuild-defs-") as tmp:
         path = Path(tmp) / "docker.yaml"

@@ -171,8 +171,9 @@ def cached_dirs(layout: Layout) -> tuple[Path, ...]:
 
 
 def select_releases(text: str, known: Mapping[str, Release]) -> list[Release]:
-    """Releases named by `text`: comma-separated releases or release lines ("1.5" = every 1.5.x);
-    "" = every buildable release except the offline example (pinned-only ones have nothing to build)."""
+    """Releases named by `text`: comma-separated releases or release lines ("1.5" = every buildable 1.5.x; a line
+    with none gives its pinned releases, which the plan then refuses saying why); "" = every buildable release
+    except the offline example (pinned-only ones have nothing to build)."""
     if not text:
         return [r for r in known.values() if not r.example and r.buildable]
     wanted = [t.strip() for t in text.split(",") if t.strip()]
@@ -183,7 +184,8 @@ def select_releases(text: str, known: Mapping[str, Release]) -> list[Release]:
                 f"--release {token!r} is neither a release nor a release line",
                 hint=f"release lines: {', '.join(lines)}; releases: `invoke releases`",
             )
-    return [r for r in known.values() if r.version in wanted or r.line in wanted]
+    some = {r.line for r in known.values() if r.buildable}
+    return [r for r in known.values() if r.version in wanted or (r.line in wanted and (r.buildable or r.line not in some))]
 
 
 def _split(text: str, default: Sequence[str]) -> list[str]:

@@ -47,8 +47,15 @@ _KEYS = (
     "version_package",
     "rc_compiler",
     "rc_path",
+    "v8_prerun",
 )
-_OPTIONAL = {"definitions": "", "version_package": VERSION_PACKAGES[0], "rc_compiler": False, "rc_path": ""}
+_OPTIONAL = {
+    "definitions": "",
+    "version_package": VERSION_PACKAGES[0],
+    "rc_compiler": False,
+    "rc_path": "",
+    "v8_prerun": False,
+}
 _SINCE = re.compile(r"^(\d+\.\d+)\.\d+$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.{}-]+$")
 _BAZEL_LABEL = re.compile(r"^//[A-Za-z0-9_/.-]*:[A-Za-z0-9_.-]+$")
@@ -76,6 +83,11 @@ class Mechanism:
     # whichever that PATH finds first, not the chosen profile's. The proxy stage sets them after the configs.
     rc_compiler: bool = False
     rc_path: str = ""
+    # The proxy Makefile's build_envoy first runs `prerun_v8_build` (1.12, 1.13): a `bazel query` without the
+    # driver's startup args or envoy override (a second bazel server under its HOME, the unpatched upstream envoy
+    # fetched), then V8 alone with the driver's flags. The main build compiles V8 anyway: the proxy stage runs
+    # make with `--assume-old=prerun_v8_build`.
+    v8_prerun: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -181,7 +193,7 @@ def _build(values: Mapping[str, Any]) -> Mechanism:
     for key in ("definitions", "envoy_target", "envoy_output", "rc_path"):
         if not isinstance(values.get(key, ""), str):
             raise ValueError(f"{key} must be a string")
-    for key in ("wee8", "rc_compiler"):
+    for key in ("wee8", "rc_compiler", "v8_prerun"):
         if not isinstance(values.get(key, False), bool):
             raise ValueError(f"{key} must be true or false")
     found = Mechanism(
@@ -200,6 +212,7 @@ def _build(values: Mapping[str, Any]) -> Mechanism:
         version_package=values.get("version_package", VERSION_PACKAGES[0]),
         rc_compiler=values.get("rc_compiler", False),
         rc_path=values.get("rc_path", ""),
+        v8_prerun=values.get("v8_prerun", False),
     )
     if found.version_package not in VERSION_PACKAGES:
         raise ValueError(f"version_package {found.version_package!r}: must be one of {', '.join(VERSION_PACKAGES)}")

@@ -339,8 +339,10 @@ def plan(p: PlanInput) -> Stage:
     # A command-line variable overrides the Makefile's `PATH := /usr/lib/llvm-9/bin:$(PATH)`; `:=` expands
     # $(PATH) from make's environment, so the shell needs to expand nothing and the line pastes as is.
     path = "PATH:=$(PATH)" if p.settings.in_container else f"PATH:={p.layout.toolchain_bin}:$(PATH)"
+    mech = p.release.mechanism
     argv = [
         "make",
+        *(["--assume-old=prerun_v8_build"] if mech and mech.v8_prerun else []),
         "build_envoy",
         f"BAZEL_BUILD_ARGS={' '.join(_bazel_args(p, envoy_dir))}",
         f"BAZEL_CONFIG_REL={' '.join([*(f'--config={c}' for c in configs), *_after_configs(p, env)])}",
