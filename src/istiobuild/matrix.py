@@ -185,7 +185,9 @@ def select_releases(text: str, known: Mapping[str, Release]) -> list[Release]:
                 hint=f"release lines: {', '.join(lines)}; releases: `invoke releases`",
             )
     some = {r.line for r in known.values() if r.buildable}
-    return [r for r in known.values() if r.version in wanted or (r.line in wanted and (r.buildable or r.line not in some))]
+    return [
+        r for r in known.values() if r.version in wanted or (r.line in wanted and (r.buildable or r.line not in some))
+    ]
 
 
 def _split(text: str, default: Sequence[str]) -> list[str]:
