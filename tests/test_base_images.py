@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from helpers import invoke, one_error
-from istiobuild import baseimages, patches, release
+from istiobuild import baseimages, fromlines, patches, release
 from istiobuild.arch import Arch
 from istiobuild.errors import DataError, IstiobuildError
 from istiobuild.linetables import BASE_TARGET
@@ -84,7 +84,7 @@ def test_example_list_is_what_its_dockerfiles_name(example_upstream: Path, name:
         series = patches.from_shipped(patches.select(rel, Component.ISTIO, arch))
         commit = rel.pins[Component.ISTIO].commit
         targets = (*rel.base_targets, *rel.docker_targets)
-        found = baseimages.scan(example_upstream / repo, commit, series, targets, definitions, rel.istio_bases)
+        found = fromlines.scan(example_upstream / repo, commit, series, targets, definitions, rel.istio_bases)
         assert found == expected
 
 
@@ -114,6 +114,30 @@ def test_bad_external_images_are_rejected_on_load(tmp_path: Path, entry: str, me
     assert message in info.value.message and "external_images" in info.value.message
 
 
+@pytest.mark.parametrize(
+    "bases",
+    [
+        '["docker.io/istio/distroless"]',  # no <hub>/base
+        '["docker.io/istio/base", "gcr.io/istio-release/distroless"]',  # two hubs
+        '["docker.io/istio/base:1.8"]',  # a tag
+        '["docker.io/istio/base@sha256:00"]',
+        '["docker.io/istio/base", "docker.io/istio/base"]',
+        '["-o/x/base"]',  # option-like: it goes into make's HUB=
+        '["docker.io/istio/base", "docker.io/istio/distroless;rm"]',
+        '["Docker.io/istio/base"]',
+        '["docker.io/istio/base", 3]',
+    ],
+)
+def test_bad_istio_bases_are_rejected_on_load(tmp_path: Path, bases: str) -> None:
+    text = (REPO / "releases" / "example.toml").read_text()
+    start = text.index("istio_bases = ")
+    end = text.index("\n", start)
+    (tmp_path / "example.toml").write_text(text[:start] + f"istio_bases = {bases}" + text[end:])
+    with pytest.raises(DataError) as info:
+        release.matrix(tmp_path)
+    assert "istio_bases: must be distinct image repositories under one hub" in info.value.message
+
+
 def test_digests_per_arch_load(tmp_path: Path) -> None:
     digests = f'{{ aarch64 = "{ID}", x86_64 = "{"4" * 64}" }}'
     entry = f'"debian:bookworm-slim" = {{ targets = ["docker.base"], digests = {digests} }}'
@@ -132,12 +156,12 @@ def test_named_images_resolve_arg_defaults_and_skip_stages() -> None:
         "FROM ${BASE_DISTRIBUTION}\nARG late=x\n"
         "FROM scratch\nFROM --platform=linux/arm64 golang:1.12 as builder\nFROM builder\n"
     )
-    assert baseimages.named_images(dockerfile) == [
+    assert fromlines.named_images(dockerfile) == [
         "docker.io/istio/base:latest",
         "gcr.io/distroless/static:nonroot",
         "golang:1.12",
     ]
-    assert baseimages.named_images(dockerfile, {"BASE_DISTRIBUTION": "ubuntu:xenial"})[2] == "ubuntu:xenial"
+    assert fromlines.named_images(dockerfile, {"BASE_DISTRIBUTION": "ubuntu:xenial"})[2] == "ubuntu:xenial"
 
 
 def test_dockerfile_for_reads_istio_docker_mk() -> None:
@@ -146,10 +170,10 @@ def test_dockerfile_for_reads_istio_docker_mk() -> None:
         "docker.kubectl: docker/Dockerfile$$(suffix $$@)\n"
         "docker.pilot: $(ISTIO_OUT_LINUX)/pilot-discovery pilot/docker/Dockerfile.pilot\n"
     )
-    assert baseimages.dockerfile_for(makefile, "docker.kubectl") == "docker/Dockerfile.kubectl"
-    assert baseimages.dockerfile_for(makefile, "docker.pilot") == "pilot/docker/Dockerfile.pilot"
+    assert fromlines.dockerfile_for(makefile, "docker.kubectl") == "docker/Dockerfile.kubectl"
+    assert fromlines.dockerfile_for(makefile, "docker.pilot") == "pilot/docker/Dockerfile.pilot"
     with pytest.raises(DataError, match="docker.galley names 0 Dockerfiles"):
-        baseimages.dockerfile_for(makefile, "docker.galley")
+        fromlines.dockerfile_for(makefile, "docker.galley")
 
 
 def test_bases_follow_the_map_and_pins() -> None:

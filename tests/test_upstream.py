@@ -36,7 +36,7 @@ def test_external_images_are_what_the_real_dockerfiles_name(version: str) -> Non
     docker.distroless) and every docker target build (tools/istio-docker.mk), at the pin, after the patch series
     of each target arch. Up to 1.13 no FROM line names an istio image that istio_bases leaves out: the classic
     builder would pull `<hub>/distroless:<tag>` for a stage the default variant does not even use."""
-    from istiobuild import baseimages, patches
+    from istiobuild import fromlines, patches
     from istiobuild.arch import Arch
     from istiobuild.release import Component
 
@@ -47,7 +47,7 @@ def test_external_images_are_what_the_real_dockerfiles_name(version: str) -> Non
         series = patches.from_shipped(patches.select(rel, Component.ISTIO, arch, page))
         definitions = rel.mechanism.definitions if rel.mechanism else ""  # 1.14+: tools/docker.yaml
         targets = (*rel.base_targets, *rel.docker_targets)
-        named = baseimages.scan(repo, rel.pins[Component.ISTIO].commit, series, targets, definitions, rel.istio_bases)
+        named = fromlines.scan(repo, rel.pins[Component.ISTIO].commit, series, targets, definitions, rel.istio_bases)
         assert named == expected, (arch.value, page)
         istio_own = ("docker.io/istio/", "istio/", "gcr.io/istio-release/", rel.base_hub + "/")
         unresolved = [n for n in named if n.startswith(istio_own) and n.endswith(":latest")]  # ${BASE_VERSION}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from istiobuild import baseimages, imagedefs, release
+from istiobuild import baseimages, fromlines, imagedefs, release
 from istiobuild.mechanism import source_of
 from istiobuild.preplace import ZTUNNEL_DEPS
 from istiobuild.release import Component, Release
@@ -86,7 +86,7 @@ def test_the_base_images_resolve_from_the_makefile_as_docker_builder_does(rel: R
     base = f"{registry}/base:{defaults['BASE_VERSION']}"
     dockerfile = show(commit, "pilot/docker/Dockerfile.proxyv2")
     args = {"BASE_DISTRIBUTION": "debug", **defaults}
-    named = baseimages.named_images(dockerfile, args)
+    named = fromlines.named_images(dockerfile, args)
     assert named[0] == base and len(named) == 2  # debug and distroless; FROM ${BASE_DISTRIBUTION:-debug} is a stage
     rewritten = baseimages.rewrite(dockerfile, {base: "local/base:arm64"}, args)
     assert re.search(r"^FROM local/base:arm64 (as|AS) debug$", rewritten, re.MULTILINE)

@@ -15,7 +15,7 @@ from istiobuild.grammar import check_image_reference
 
 BASE_TARGET = "docker.base"  # the images stage always builds it (docker.io/istio/base)
 ISTIO_BASE = "docker.io/istio/base"
-_BASE_REPOSITORY = re.compile(r"^[a-z0-9.-]+(?::[0-9]+)?(?:/[a-z0-9_.-]+)+$")
+_BASE_REPOSITORY = re.compile(r"^[a-z0-9][a-z0-9.-]*(?::[0-9]+)?(?:/[a-z0-9][a-z0-9_.-]*)+$")  # no tag, no option
 _DOWNLOAD_KEYS = {"name": str, "url": str, "sha256": str, "into": str, "place": list, "extract": str, "touch": list}
 _SHA256_HEX = 64
 

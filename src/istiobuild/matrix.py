@@ -14,6 +14,7 @@ import dataclasses
 import enum
 import hashlib
 import json
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,11 @@ def show_matrix(selection: Selection, settings_cli: Mapping[str, Any], *, joins:
     )
     rows: list[Any] = manifests(found) if joins else [e.to_json() for e in found]
     print(json.dumps(rows, separators=(",", ":")))
+    chosen = {e.release for e in found}
+    lines = {t.strip() for t in selection.releases.split(",")}
+    left = [r.version for r in releases.matrix().values() if r.line in lines and r.version not in chosen]
+    if left:  # stdout stays one line of JSON ($GITHUB_OUTPUT)
+        print(f"note: pinned, not in the matrix: {', '.join(left)} (`invoke releases` says why)", file=sys.stderr)
 
 
 def show_cache_key(settings_cli: Mapping[str, Any], *, as_json: bool) -> None:

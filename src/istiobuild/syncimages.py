@@ -1,5 +1,5 @@
 """`external_images` derived by `invoke sync-releases`: for a release of a buildable line, the images the
-Dockerfiles of its docker targets name in FROM lines (baseimages.scan of the real tree at the pin, after the
+Dockerfiles of its docker targets name in FROM lines (fromlines.scan of the real tree at the pin, after the
 line's patch series), as docker-builder or istio-docker.mk would build them.
 
 An entry that has them is confirmed; one that lacks them (a line just made buildable, a tag just added) gets
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from istiobuild import baseimages, patches
+from istiobuild import fromlines, patches
 from istiobuild.arch import Arch
 from istiobuild.errors import DataError
 from istiobuild.git import git
@@ -47,7 +47,7 @@ def derive(rel: Release, istio: Path) -> Images:
         series = patches.from_shipped(patches.select(rel, Component.ISTIO, arch, page))
         key = tuple(p.path for p in series)
         if key not in scanned:
-            scanned[key] = baseimages.scan(istio, rel.pins[Component.ISTIO].commit, series, targets, definitions, bases)
+            scanned[key] = fromlines.scan(istio, rel.pins[Component.ISTIO].commit, series, targets, definitions, bases)
         found[f"{arch.value}/{page}"] = scanned[key]
     first, *others = found.items()
     for where, images in others:
