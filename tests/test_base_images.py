@@ -126,6 +126,8 @@ def test_bad_external_images_are_rejected_on_load(tmp_path: Path, entry: str, me
         '["docker.io/istio/base", "docker.io/istio/distroless;rm"]',
         '["Docker.io/istio/base"]',
         '["docker.io/istio/base", 3]',
+        '["docker.io/istio/base", "docker.io/istio/distroless\\n"]',  # make would get target docker.distroless<LF>
+        '["docker.io/istio/base", "docker.io/istio/all"]',  # make docker.all builds every image
     ],
 )
 def test_bad_istio_bases_are_rejected_on_load(tmp_path: Path, bases: str) -> None:

@@ -15,7 +15,7 @@ from istiobuild.imagedefs import load as load_definitions
 from istiobuild.imagedefs import make_defaults
 from istiobuild.imagedefs import select as select_definitions
 from istiobuild.imagedefs import variables as definition_variables
-from istiobuild.linetables import BASE_TARGET
+from istiobuild.linetables import BASE_TARGET, ISTIO_BASE
 from istiobuild.patches import PatchSource
 
 # istio's DOCKER_RULE runs `docker build --build-arg BASE_DISTRIBUTION=$(VARIANT)`, DOCKER_BUILD_VARIANTS ?= default
@@ -109,10 +109,12 @@ def scan(
 ) -> dict[str, tuple[str, ...]]:
     """Every external image the Dockerfiles of `targets` name at `commit` with `patches` applied (in a throwaway
     index; bare mirrors work), mapped to the targets naming it. Images the same make builds
-    (docker.io/istio/<target>, and the line's istio `bases`, e.g. gcr.io/istio-release/base from docker.base) are
-    not external. With `definitions` (1.14+: tools/docker.yaml) the Dockerfiles come from it and FROM lines
-    resolve with docker-builder's build args."""
-    built = {f"{hub}{t.partition('.')[2]}" for t in (BASE_TARGET, *targets) for hub in ("docker.io/istio/", "istio/")}
+    (docker.io/istio/<target> of a docker target, and the line's istio `bases`, e.g. gcr.io/istio-release/base from
+    docker.base: under no other name) are not external. With `definitions` (1.14+: tools/docker.yaml) the
+    Dockerfiles come from it and FROM lines resolve with docker-builder's build args."""
+    bases = tuple(bases) or (ISTIO_BASE,)
+    own = {f"docker.{b.rpartition('/')[2]}" for b in bases}  # docker.base, docker.distroless: built as `bases`
+    built = {f"{hub}{t.partition('.')[2]}" for t in targets if t not in own for hub in ("docker.io/istio/", "istio/")}
     built |= set(bases)
     found: dict[str, list[str]] = {}
     with scratch_index(repo) as env:

@@ -13,9 +13,9 @@ from istiobuild.arch import Arch
 from istiobuild.errors import ConfigError, DataError
 from istiobuild.grammar import check_image_reference
 
-BASE_TARGET = "docker.base"  # the images stage always builds it (docker.io/istio/base)
+BASE_TARGET = "docker.base"  # the images stage always builds it (with docker.distroless where istio_bases says so)
 ISTIO_BASE = "docker.io/istio/base"
-_BASE_REPOSITORY = re.compile(r"^[a-z0-9][a-z0-9.-]*(?::[0-9]+)?(?:/[a-z0-9][a-z0-9_.-]*)+$")  # no tag, no option
+_BASE_REPOSITORY = re.compile(r"[a-z0-9][a-z0-9.-]*(?::[0-9]+)?(?:/[a-z0-9][a-z0-9_.-]*)+")  # no tag, no option
 _DOWNLOAD_KEYS = {"name": str, "url": str, "sha256": str, "into": str, "place": list, "extract": str, "touch": list}
 _SHA256_HEX = 64
 
@@ -121,13 +121,14 @@ def istio_bases(path: Path, where: str, line: Mapping[str, Any]) -> tuple[str, .
     builds (target docker.<last part>) that the Dockerfiles' FROM lines name; one hub. Default: istio/base."""
     bases = line.get("istio_bases") or [ISTIO_BASE]
     if (
-        not all(isinstance(b, str) and _BASE_REPOSITORY.match(b) for b in bases)
+        not all(isinstance(b, str) and _BASE_REPOSITORY.fullmatch(b) for b in bases)
+        or not {b.rpartition("/")[2] for b in bases} <= {"base", "distroless"}  # the make targets istio has
         or len({b.rpartition("/")[0] for b in bases}) != 1
         or len(set(bases)) != len(bases)
         or "docker.base" not in {f"docker.{b.rpartition('/')[2]}" for b in bases}
     ):
         raise _fail(path, f"{where} istio_bases", "must be distinct image repositories under one hub, without tag, "
-                    "one of them <hub>/base (e.g. gcr.io/istio-release/base)")  # fmt: skip
+                    "<hub>/base and optionally <hub>/distroless (e.g. gcr.io/istio-release/base)")  # fmt: skip
     return tuple(bases)
 
 

@@ -214,7 +214,9 @@ def _make_docker(
     switch DOCKER_V2_BUILDER=false keeps the classic rule (docs/lines.md)."""
     istio_dir = p.checkout(Component.ISTIO)
     mechanism = p.release.mechanism
-    classic = ["DOCKER_V2_BUILDER=false"] if mechanism and mechanism.images == "docker_builder_make" else []
+    # one variant, untagged: a DOCKER_BUILD_VARIANTS from the caller's environment would tag <hub>/base:<tag>-debug
+    classic = ["DOCKER_BUILD_VARIANTS=default"]
+    classic += ["DOCKER_V2_BUILDER=false"] if mechanism and mechanism.images == "docker_builder_make" else []
     hub = p.release.base_hub
     make_docker = [
         "make",
@@ -222,8 +224,8 @@ def _make_docker(
         f"HUB={p.settings.hub}",
         f"TAG={tag}",
         f"BASE_VERSION={tag}",
-        f"DOCKER_TARGETS={' '.join(targets)}",
         *classic,
+        f"DOCKER_TARGETS={' '.join(targets)}",
     ]
     bases = list(p.release.base_targets)
     return (
