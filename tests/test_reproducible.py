@@ -81,13 +81,14 @@ def own_base_images(config: Path, hub: str) -> Path:
 
 
 def forget_images(hub: str, works: list[Path]) -> None:
-    """Remove every image and tag of this hub, the istio/base build tags of this module's workdirs, then the
+    """Remove every image and tag of this hub, the istio base build tags of this module's workdirs, then the
     dangling images: the classic builder's cache is its intermediate images. Only what this module made: its builds
     start from base images only it uses (hub_and_config), so another worker's builds never share their layers."""
     suffixes = tuple(f"-w{hashlib.sha256(str(w).encode()).hexdigest()[:8]}" for w in works)
     names = docker("images", "--format", "{{.Repository}}:{{.Tag}}").split()
     ours = [n for n in names if n.startswith(hub + "/")]
-    ours += [n for n in names if n.startswith("istio/base:example-") and suffixes and n.endswith(suffixes)]
+    own_bases = ("istio/base:example-", "istio/distroless:example-")  # the example's istio_bases
+    ours += [n for n in names if n.startswith(own_bases) and suffixes and n.endswith(suffixes)]
     if ours:
         docker("rmi", "-f", *ours, check=False)
     docker("image", "prune", "-f", check=False)
