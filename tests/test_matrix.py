@@ -93,6 +93,16 @@ def test_matrix_refuses_bad_selections_in_one_line(args: list[str], words: str) 
     assert words in one_error(invoke("matrix", *args))
 
 
+def test_a_line_leaves_out_the_toolchains_it_refuses_and_names_a_compiler_below_its_floor() -> None:
+    """1.22 builds with clang only (gcc would be ignored by its rc, so plan refuses it); 1.26 takes clang 18 or
+    newer: this machine's clang 14 is not what its runners need, and the entry says so instead of keying it."""
+    rows = run_matrix("--release", "1.22.0,1.26.0", "--arch", "x86_64", "--toolchain", "gcc,clang")
+    assert [(r["release"], r["toolchain"]) for r in rows] == [("1.22.0", "clang"), ("1.26.0", "clang")]
+    assert str(rows[0]["compiler"]).startswith("Debian clang version 14")
+    assert str(rows[1]["compiler"]).startswith("unknown where the matrix was made: Debian clang version 14")
+    assert str(rows[1]["compiler"]).endswith("is not >= 18")
+
+
 def test_a_line_selects_its_buildable_releases() -> None:
     """1.9.3 .. 1.9.9 are pinned (their envoys are in no mirror): `--release 1.9` is 1.9.0 .. 1.9.2."""
     proc = invoke("matrix", "--release", "1.9", "--arch", "x86_64")

@@ -224,7 +224,8 @@ def entries(
     found = []
     for rel in rels:
         for arch in arches:
-            for tc in tcs:
+            # a profile the line refuses (1.22: clang only) is left out, as the plan would refuse it
+            for tc in (t.at_least(rel.toolchains_min) for t in tcs if not rel.toolchains or t.name in rel.toolchains):
                 page_size = page_size_for(settings, arch, host=host, host_page_size=host_page_size)
                 compiler = probe(tc, settings)
                 inputs = key_inputs(rel, arch, tc, settings, page_size=page_size, compiler=compiler)
@@ -269,7 +270,11 @@ class CompilerProbe:
                 self._seen[tc.name] = compiler_version(tc, settings)
             except (ToolError, StepFailed) as exc:
                 self._seen[tc.name] = f"unknown where the matrix was made: {exc.message}"
-        return self._seen[tc.name]
+        seen = self._seen[tc.name]
+        found = "" if seen.startswith(("unknown where", "builder ")) else toolchains.version_in(seen)
+        if found and not tc.accepts(found):  # the line's floor (1.26: clang 18) is above this machine's compiler
+            return f"unknown where the matrix was made: {seen} is not {tc.version_range}"
+        return seen
 
 
 def show_matrix(selection: Selection, settings_cli: Mapping[str, Any], *, joins: bool) -> None:
@@ -292,7 +297,7 @@ def show_cache_key(settings_cli: Mapping[str, Any], *, as_json: bool) -> None:
     settings, _ = config.load(settings_cli)
     rel = releases.get(settings.release)
     arch = parse_arch(settings.arch) if settings.arch else host_arch()
-    tc = toolchains.get(settings.toolchain)
+    tc = toolchains.get(settings.toolchain).at_least(rel.toolchains_min)  # as the build and the matrix take it
     page_size = page_size_for(settings, arch, host=host_arch(), host_page_size=doctor.host_page_size())
     inputs = key_inputs(rel, arch, tc, settings, page_size=page_size, compiler=compiler_version(tc, settings))
     if not as_json:
