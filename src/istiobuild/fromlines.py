@@ -15,7 +15,7 @@ from istiobuild.imagedefs import load as load_definitions
 from istiobuild.imagedefs import make_defaults
 from istiobuild.imagedefs import select as select_definitions
 from istiobuild.imagedefs import variables as definition_variables
-from istiobuild.linetables import BASE_TARGET, ISTIO_BASE
+from istiobuild.linetables import BASE_TARGET, ISTIO_BASE, base_target
 from istiobuild.patches import PatchSource
 
 # istio's DOCKER_RULE runs `docker build --build-arg BASE_DISTRIBUTION=$(VARIANT)`, DOCKER_BUILD_VARIANTS ?= default
@@ -43,7 +43,7 @@ def make_build_args(makefile: str) -> dict[str, str]:
     variants = re.search(r"^DOCKER_BUILD_VARIANTS\s*\?=\s*(\S+)", makefile, re.M)
     variant = variants.group(1) if variants else MAKE_BUILD_ARGS["BASE_DISTRIBUTION"]
     normalize = re.search(r"^define normalize-tag\n\$\(subst (\w+),(\w+),\$\(1\)\)\nendef", makefile, re.M)
-    if normalize and "normalize-tag" in makefile.partition("define normalize-tag")[2].partition("endef")[2]:
+    if normalize:
         variant = variant.replace(normalize.group(1), normalize.group(2))
     return {"BASE_DISTRIBUTION": variant}
 
@@ -113,7 +113,7 @@ def scan(
     docker.base: under no other name) are not external. With `definitions` (1.14+: tools/docker.yaml) the
     Dockerfiles come from it and FROM lines resolve with docker-builder's build args."""
     bases = tuple(bases) or (ISTIO_BASE,)
-    own = {f"docker.{b.rpartition('/')[2]}" for b in bases}  # docker.base, docker.distroless: built as `bases`
+    own = set(map(base_target, bases))  # docker.base, docker.distroless: built as `bases`
     built = {f"{hub}{t.partition('.')[2]}" for t in targets if t not in own for hub in ("docker.io/istio/", "istio/")}
     built |= set(bases)
     found: dict[str, list[str]] = {}

@@ -87,10 +87,11 @@ def base_images(path: Path, where: str, line: Mapping[str, Any]) -> dict[Arch, d
     return base_images
 
 
-def external_images(path: Path, where: str, line: Mapping[str, Any]) -> tuple[ExternalImage, ...]:
+def external_images(
+    path: Path, where: str, line: Mapping[str, Any], bases: tuple[str, ...]
+) -> tuple[ExternalImage, ...]:
     """`external_images = { "<image>" = { targets = [...], digests = { <arch> = "sha256:<hex>" } } }`."""
-    bases = istio_bases(path, where, line)
-    known = {BASE_TARGET, *line["docker_targets"], *(f"docker.{b.rpartition('/')[2]}" for b in bases)}
+    known = {*line["docker_targets"], *map(base_target, bases)}
     if not isinstance(line["external_images"], Mapping):
         raise _fail(path, f"{where} external_images", "must be a table")
     found = []
@@ -116,16 +117,22 @@ def external_images(path: Path, where: str, line: Mapping[str, Any]) -> tuple[Ex
     return tuple(found)
 
 
+def base_target(repository: str) -> str:
+    """The make target of tools/istio-docker.mk that builds one of the istio_bases: docker.<last part>."""
+    return f"docker.{repository.rpartition('/')[2]}"
+
+
 def istio_bases(path: Path, where: str, line: Mapping[str, Any]) -> tuple[str, ...]:
     """`istio_bases = ["gcr.io/istio-release/base", "gcr.io/istio-release/distroless"]`: the images istio's make
     builds (target docker.<last part>) that the Dockerfiles' FROM lines name; one hub. Default: istio/base."""
     bases = line.get("istio_bases") or [ISTIO_BASE]
+    well_formed = all(isinstance(b, str) and _BASE_REPOSITORY.fullmatch(b) for b in bases)
+    targets = [base_target(b) for b in bases] if well_formed else []
     if (
-        not all(isinstance(b, str) and _BASE_REPOSITORY.fullmatch(b) for b in bases)
-        or not {b.rpartition("/")[2] for b in bases} <= {"base", "distroless"}  # the make targets istio has
+        BASE_TARGET not in targets
+        or not set(targets) <= {BASE_TARGET, "docker.distroless"}  # the make targets istio has
         or len({b.rpartition("/")[0] for b in bases}) != 1
         or len(set(bases)) != len(bases)
-        or "docker.base" not in {f"docker.{b.rpartition('/')[2]}" for b in bases}
     ):
         raise _fail(path, f"{where} istio_bases", "must be distinct image repositories under one hub, without tag, "
                     "<hub>/base and optionally <hub>/distroless (e.g. gcr.io/istio-release/base)")  # fmt: skip

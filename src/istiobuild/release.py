@@ -19,6 +19,7 @@ from istiobuild.linetables import (
     ISTIO_BASE,
     ExternalImage,
     base_images,
+    base_target,
     cross,
     downloads,
     external_images,
@@ -115,7 +116,7 @@ class Release:
     @property
     def base_targets(self) -> tuple[str, ...]:
         """The make targets building the images the Dockerfiles' FROM lines take from istio itself."""
-        return tuple(f"docker.{name.rpartition('/')[2]}" for name in self.istio_bases)
+        return tuple(map(base_target, self.istio_bases))
 
     def external_images_for(self, arch: Arch) -> tuple[ExternalImage, ...]:
         """The external images a build for `arch` needs: the base targets' and those of the targets it builds."""
@@ -274,14 +275,15 @@ def _build(path: Path, where: str, version: str, line: Mapping[str, Any], table:
 
     urls = _urls(path, line, envoy)
     owner = {c: _repo_from_url(urls[c]) for c in (Component.PROXY, Component.ISTIO)}
+    bases = istio_bases(path, where, line)
     return Release(
         version=version,
         base_images=base_images(path, where, line),
         cross=cross(path, where, line),
         defaults=_defaults(path, where, line),
         archive=_archive(path, where, line),
-        external_images=external_images(path, where, line),
-        istio_bases=istio_bases(path, where, line),
+        external_images=external_images(path, where, line, bases),
+        istio_bases=bases,
         downloads=tuple(downloads(path, where, line)),
         line=line["name"],
         pins={
