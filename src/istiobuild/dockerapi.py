@@ -120,3 +120,30 @@ def local_image_ids() -> dict[str, str]:
         what="list the local docker images",
     ).stdout
     return dict(line.split("\t", 1) for line in listed.splitlines() if "\t" in line)
+
+
+def registry_problem(reason: str) -> str:
+    """What a registry error from the daemon means: "not authorized", "not reachable", or "" (something else)."""
+    lowered = reason.lower()
+    if "unauthorized" in lowered or "denied" in lowered or "authentication" in lowered:
+        return "not authorized"
+    if "connection refused" in lowered or "no such host" in lowered or "dial tcp" in lowered or "timeout" in lowered:
+        return "not reachable"
+    return ""
+
+
+def registry_answer(reference: str) -> tuple[bool, str]:
+    """Ask the registry of `reference` for its manifest through the daemon, with the docker config's credentials
+    (as a push goes): (usable, what happened). A missing manifest is fine: the registry answered."""
+    import docker
+
+    try:
+        client().api.inspect_distribution(reference)
+    except docker.errors.NotFound:
+        return True, "it answers (no such image yet)"
+    except docker.errors.APIError as exc:
+        reason = str(exc.explanation or exc)
+        return False, registry_problem(reason) or reason.splitlines()[0][:200]
+    except DockerError as exc:
+        return False, exc.message
+    return True, "it answers"

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable, Collection
 from pathlib import Path
 
-from istiobuild import kernel
+from istiobuild import dockerapi, kernel
 from istiobuild.arch import Arch
 from istiobuild.config import Settings
 from istiobuild.errors import UsageError
@@ -147,6 +147,16 @@ def _docker() -> Check:
     )
 
 
+def _registry(settings: Settings, release: Release, arch: Arch) -> Check:
+    """`--push`: the daemon reaches the hub's registry and the docker config's credentials are accepted there,
+    asked before any stage (a read: the registry's manifest API, through the daemon as the push will go)."""
+    probe = f"{settings.hub}/{release.docker_targets_for(arch)[0].removeprefix('docker.')}:latest"
+    required = f"the registry of {settings.hub} reachable through the daemon, its credentials accepted"
+    fix = f"start the registry of {settings.hub} or pick another --hub; `docker login <registry>` (never printed)"
+    ok, found = dockerapi.registry_answer(probe)
+    return Check(name="registry", found=found, required=required, ok=ok, fix=fix)
+
+
 def _bazel(settings: Settings, release: Release, proxy_dir: Path) -> Check:
     wanted = settings.bazel_version or release.bazel_version
     cwd = proxy_dir if (proxy_dir / "WORKSPACE").exists() else Path(tempfile.gettempdir())
@@ -269,6 +279,8 @@ def run_checks(
             checks.append(_make())
     if {"images", "verify", "publish"} & wanted:
         checks.append(_docker())
+    if "publish" in wanted or ("images" in wanted and settings.push):
+        checks.append(_registry(settings, release, arch))
     if arch != host and {"proxy", "istio", "images", "verify"} & wanted:
         checks.append(_emulation(arch, host))
     return [*checks, *_machine(settings, release, arch=arch, host=host, page_size=page_size)]

@@ -32,7 +32,7 @@ from securesystemslib import exceptions as sslib_errors
 from securesystemslib.dsse import Envelope
 from securesystemslib.signer import CryptoSigner, SSlibKey  # type: ignore[attr-defined]  # public, not re-exported
 
-from istiobuild import grammar, provenance
+from istiobuild import dockerapi, grammar, provenance
 from istiobuild.errors import IstiobuildError, SourceError, UsageError
 from istiobuild.run import Result, run
 from istiobuild.secrets import register_secret
@@ -350,9 +350,10 @@ def _skopeo(args: Sequence[str], work: Path, log: Path | None, *, missing_ok: bo
     if missing_ok and "manifest unknown" in lowered:
         return None
     target = args[-1].removeprefix("docker://")
-    if "unauthorized" in lowered or "denied" in lowered or "authentication required" in lowered:
+    problem = dockerapi.registry_problem(reason)
+    if problem == "not authorized":
         raise SourceError(f"the registry refused {target}: not authorized", hint=_HINT, log=log)
-    if any(s in lowered for s in ("connection refused", "no such host", "dial tcp", "timeout", "i/o timeout")):
+    if problem:
         raise SourceError(f"the registry of {target} is not reachable", hint=_HINT, log=log)
     if "manifest unknown" in lowered:
         raise SourceError(f"{target} does not exist in the registry: push the image first", log=log)

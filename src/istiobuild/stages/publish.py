@@ -63,10 +63,10 @@ _PUSH_HINT = "check that the registry runs and `docker login <registry>` (creden
 
 
 def _push_error(image: str, reason: str) -> str:
-    lowered = reason.lower()
-    if "unauthorized" in lowered or "denied" in lowered or "authentication" in lowered:
+    problem = dockerapi.registry_problem(reason)
+    if problem == "not authorized":
         return f"the registry refused {image}: not authorized"
-    if "connection refused" in lowered or "no such host" in lowered or "dial tcp" in lowered or "timeout" in lowered:
+    if problem:
         return f"the registry for {image} is not reachable"
     return f"pushing {image} failed: {reason.splitlines()[0][:200]}"
 
