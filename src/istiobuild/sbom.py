@@ -28,7 +28,7 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cyclonedx.contrib.this.builders import this_component
 from cyclonedx.model import ExternalReference, ExternalReferenceType, HashAlgorithm, HashType, Property, XsUri
@@ -38,12 +38,14 @@ from cyclonedx.model.tool import ToolRepository
 from cyclonedx.output.json import JsonV1Dot6
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.schema.schema import SchemaVersion1Dot6
-from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
 from istiobuild import fsutil, grammar
 from istiobuild.imagefs import FileEntry, GoInfo, GoModule, ImageScan
 from istiobuild.secrets import Redactor, registered_secrets, split_credentials
+
+if TYPE_CHECKING:
+    from cyclonedx.validation.json import JsonStrictValidator
 
 _SERIAL_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:istiobuild:sbom")
 _IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
@@ -275,6 +277,10 @@ def _component_json(component: Component) -> dict[str, Any]:
 
 @functools.cache
 def _validator() -> JsonStrictValidator:
+    # imported when an SBOM is checked, not with the module: jsonschema's format checkers compile ~40
+    # grammars on import (1.6 s), which every CLI command (`plan`, `doctor`, ...) paid before
+    from cyclonedx.validation.json import JsonStrictValidator
+
     return JsonStrictValidator(SchemaVersion.V1_6)
 
 
