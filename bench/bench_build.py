@@ -11,7 +11,7 @@
      make `--from S` run checkout, patch and toolchain again too);
    - warm: the cache as the previous run left it, as a second workdir sharing the cache gets it.
    Prints medians and the ratio (goal <= 1.05).
-3. A rerun with nothing changed (every stage skipped), and `invoke --list` against importing invoke
+3. A rerun with nothing changed (every stage skipped), `invoke plan`, and `invoke --list` against importing invoke
    alone (goal <= 1.2x).
 
     python bench/bench_build.py [--arch aarch64] [--toolchain gcc] [--repeat 5] [--workdir DIR]
@@ -133,6 +133,8 @@ def main() -> None:
                   f"difference {mine - script:+.2f} s")  # fmt: skip
     noop = statistics.median(timed(lambda: invoke("build", *common, cache=cache)) for _ in range(5))
     print(f"  no-op rerun, median of 5: {noop:.2f} s (python + invoke start-up included)")
+    planned = statistics.median(timed(lambda: invoke("plan", *common, cache=cache)) for _ in range(5))
+    print(f"  invoke plan, median of 5: {planned:.2f} s (goal <= 1 s: no SBOM validator or other heavy import)")
     listing = statistics.median(timed(lambda: invoke("--list", cache=cache)) for _ in range(9))
     one_task = work / "one-task"
     one_task.mkdir(exist_ok=True)
