@@ -30,8 +30,7 @@ GOOD = {
     "istioctl_name": "istioctl-{version}-linux-{goarch}.tar.gz",
     "top": "istio-{version}",
     "istioctl": "bin/istioctl",
-    "dirs": ["install"],
-    "include": ["*.yaml"],
+    "dirs": {"install": ["*.yaml"]},
     "files": ["LICENSE"],
     "copies": [{"from": "operator/data/profiles", "to": "install/kubernetes/operator/profiles"}],
 }
@@ -69,8 +68,11 @@ def test_archive_spec_is_validated_and_maps_tree_paths() -> None:
     assert spec.archive_paths("install/kubernetes/helm/istio/values.yaml") == [
         "install/kubernetes/helm/istio/values.yaml"
     ]
-    assert spec.archive_paths("install/x.sh") == []  # filtered out by include
+    assert spec.archive_paths("install/x.sh") == []  # filtered out by the directory's patterns
     for bad, message in (
+        ({**GOOD, "dirs": ["install"]}, "dirs must be a table"),
+        ({**GOOD, "dirs": {"install": []}}, "dirs must be a table"),
+        ({**GOOD, "dirs": {"../up": ["*"]}}, "relative path"),
         ({**GOOD, "top": "../up"}, "relative path"),
         ({**GOOD, "name": "istio.tar.gz"}, "{version}"),
         ({**GOOD, "copies": [{"from": "a"}]}, "copies"),

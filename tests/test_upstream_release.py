@@ -1,9 +1,10 @@
-"""The release defaults and the archive layout of every real 1.4.x/1.5.x release, against the real istio tree.
+"""The release defaults and the archive layout of every real release that has them, against the real istio tree.
 
 For each release: the generated patch that sets the default hub and tag is made on the real files after the arch's
 patch series (1.5.x: istio's own operator/scripts/run_update_charts.sh regenerates operator/pkg/vfs/assets.gen.go
 with go-bindata) and `git apply --check`s with the series; every file and directory the archive takes exists at
-the pin; `plan` names the files. Needs ISTIOBUILD_UPSTREAM_MIRRORS (see tests/test_upstream.py); skipped otherwise.
+the pin, and every file it takes that names the upstream hub (`hub: gcr.io/istio-testing`) is one the patch sets;
+`plan` names the files. Needs ISTIOBUILD_UPSTREAM_MIRRORS (see tests/test_upstream.py); skipped otherwise.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def test_defaults_patch_and_archive_sources_on_the_real_tree(version: str, tmp_p
     assert set(rel.defaults.files) <= set(outcome.files)
     assert set(rel.defaults.generated) <= set(outcome.files)
     assert outcome.missing_sources == ()
+    assert outcome.unlisted == (), f"the archive would ship these naming {rel.defaults.hub}: {outcome.unlisted}"
     print(f"{version}: {len(outcome.files)} files, patch {outcome.patch_bytes} bytes: {', '.join(outcome.files)}")
 
 

@@ -38,7 +38,7 @@ class Entry:
 def install_entries(
     spec: ArchiveSpec, istio: Path, istioctl: Path, manifest: str, top: str, tracked: Collection[str] | None = None
 ) -> list[Entry]:
-    """The install archive's files: `files` as they are, `dirs` filtered by `include`, `copies`, istioctl,
+    """The install archive's files: `files` as they are, `dirs` filtered by their patterns, `copies`, istioctl,
     manifest.yaml; from the istio tree only the files in `tracked` (what git tracks there) when given."""
     entries = [Entry(name=f"{top}/{spec.istioctl}", source=istioctl, executable=True)]
     entries.append(Entry(name=f"{top}/manifest.yaml", data=manifest.encode()))
@@ -47,9 +47,9 @@ def install_entries(
         if not path.is_file():
             raise StepFailed(f"the release archive takes {name} from the istio tree, which has no such file")
         entries.append(_entry(f"{top}/{name}", path))
-    for directory in spec.dirs:
+    for directory, keep in spec.dirs:
         for path in _files(istio / directory, istio, tracked):
-            if any(fnmatch.fnmatch(path.name, p) for p in spec.include):
+            if any(fnmatch.fnmatch(path.name, p) for p in keep):
                 entries.append(_entry(f"{top}/{path.relative_to(istio).as_posix()}", path))
     for source, dest in spec.copies:
         root = istio / source

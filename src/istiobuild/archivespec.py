@@ -9,7 +9,7 @@ from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-_FIELDS = {"name", "istioctl_name", "top", "istioctl", "dirs", "include", "files", "copies"}
+_FIELDS = {"name", "istioctl_name", "top", "istioctl", "dirs", "files", "copies"}
 _PLACEHOLDERS = ("{version}", "{goarch}")
 
 
@@ -21,15 +21,15 @@ class ArchiveSpec:
     istioctl_name: str  # the istioctl archive's file name: istioctl alone
     top: str  # the install archive's top directory
     istioctl: str  # where istioctl goes inside `top`
-    dirs: tuple[str, ...]  # istio tree directories copied, only files matching `include`
-    include: tuple[str, ...]  # fnmatch patterns of the file names taken from `dirs`
+    dirs: tuple[tuple[str, tuple[str, ...]], ...]  # (istio tree directory, fnmatch patterns of the names it keeps)
     files: tuple[str, ...]  # istio tree files copied as they are
     copies: tuple[tuple[str, str], ...]  # (istio tree file or directory, where it goes), every file
 
     def archive_paths(self, path: str) -> list[str]:
         """Where a file of the istio tree lands in the install archive (under `top`), if it does."""
         found = [path] if path in self.files else []
-        if any(path.startswith(f"{d}/") for d in self.dirs) and any(fnmatch(Path(path).name, p) for p in self.include):
+        name = Path(path).name
+        if any(path.startswith(f"{d}/") and any(fnmatch(name, p) for p in keep) for d, keep in self.dirs):
             found.append(path)
         for source, dest in self.copies:
             if path == source or path.startswith(f"{source}/"):
@@ -73,9 +73,13 @@ def archive_spec(raw: Mapping[str, Any]) -> ArchiveSpec | None:
     for key in ("name", "istioctl_name"):
         if "/" in raw[key] or not all(p in raw[key] for p in _PLACEHOLDERS):
             raise ValueError(f"{key} must be a file name with {' and '.join(_PLACEHOLDERS)}")
-    for key in ("dirs", "include", "files"):
-        if not isinstance(raw[key], list) or not all(isinstance(x, str) and x for x in raw[key]):
-            raise ValueError(f"{key} must be a list of strings")
+    if not isinstance(raw["files"], list) or not all(isinstance(x, str) and x for x in raw["files"]):
+        raise ValueError("files must be a list of strings")
+    dirs = raw["dirs"]
+    if not isinstance(dirs, Mapping) or not all(
+        isinstance(keep, list) and keep and all(isinstance(x, str) and x for x in keep) for keep in dirs.values()
+    ):
+        raise ValueError('dirs must be a table of <tree directory> = ["<file name pattern>", ...]')
     copies = raw["copies"]
     if not isinstance(copies, list) or not all(isinstance(c, Mapping) and set(c) == {"from", "to"} for c in copies):
         raise ValueError('copies must be a list of { from = "<tree path>", to = "<archive path>" }')
@@ -84,8 +88,7 @@ def archive_spec(raw: Mapping[str, Any]) -> ArchiveSpec | None:
         istioctl_name=raw["istioctl_name"],
         top=_relative(raw["top"]),
         istioctl=_relative(raw["istioctl"]),
-        dirs=tuple(_relative(d) for d in raw["dirs"]),
-        include=tuple(raw["include"]),
+        dirs=tuple((_relative(str(d)), tuple(keep)) for d, keep in dirs.items()),
         files=tuple(_relative(f) for f in raw["files"]),
         copies=tuple((_relative(str(c["from"])), _relative(str(c["to"]))) for c in copies),
     )

@@ -8,6 +8,7 @@ files are read, so mirrors lacking some large blobs still work.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -78,6 +79,7 @@ class DefaultsOutcome:
     files: tuple[str, ...]  # the files the generated patch changes (rewritten and regenerated)
     patch_bytes: int
     missing_sources: tuple[str, ...]  # archive sources the tree does not have at the pin
+    unlisted: tuple[str, ...] = ()  # files the archive takes that name the upstream hub but are not in `files`
 
 
 def check_defaults(release: Release, mirrors: Path, arch: Arch, scratch: Path, log: Path) -> DefaultsOutcome:
@@ -102,6 +104,23 @@ def check_defaults(release: Release, mirrors: Path, arch: Arch, scratch: Path, l
     text = generated.path.read_text()
     changed = tuple(line.split(" b/", 1)[1] for line in text.splitlines() if line.startswith("diff --git "))
     spec = release.archive
-    sources = (*spec.files, *spec.dirs, *(s for s, _ in spec.copies)) if spec else ()
+    sources = (*spec.files, *(d for d, _ in spec.dirs), *(s for s, _ in spec.copies)) if spec else ()
     missing = tuple(s for s in sources if git(repo, "cat-file", "-e", f"{commit}:{s}", check=False).returncode)
-    return DefaultsOutcome(release=release.version, files=changed, patch_bytes=len(text), missing_sources=missing)
+    unlisted = _unlisted_defaults(repo, commit, release) if spec and not missing else ()
+    return DefaultsOutcome(
+        release=release.version, files=changed, patch_bytes=len(text), missing_sources=missing, unlisted=unlisted
+    )
+
+
+def _unlisted_defaults(repo: Path, commit: str, release: Release) -> tuple[str, ...]:
+    """The files the archive takes from the tree with a `hub: <upstream hub>` line that [line.defaults] leaves out:
+    the archive would ship them naming upstream's images."""
+    from istiobuild.git import out
+
+    spec, wanted = release.archive, release.defaults
+    assert spec is not None and wanted is not None
+    sources = (*spec.files, *(d for d, _ in spec.dirs), *(s for s, _ in spec.copies))
+    pattern = r"^\s*hub: *[\"']?" + re.escape(wanted.hub) + r"[\"']? *(#.*)?$"
+    named = out(repo, "grep", "-l", "-E", "-e", pattern, commit, "--", *sources, check=False).split()
+    paths = {n.split(":", 1)[1] for n in named}
+    return tuple(sorted(p for p in paths if spec.archive_paths(p) and p not in wanted.files))

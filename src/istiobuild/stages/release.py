@@ -69,7 +69,8 @@ class MakeArchives(Action):
         return (
             f"write {self.a.install} ({self.a.top}/: {spec.istioctl} from {self.a.istioctl} (only if its sha256 is "
             f"the one {self.built} records), {MANIFEST}, {', '.join(spec.files)}{copies}, and from "
-            f"{', '.join(spec.dirs)} the files git tracks matching {' '.join(spec.include)}; "
+            + "; ".join(f"{d} the files git tracks matching {' '.join(keep)}" for d, keep in spec.dirs)
+            + "; "
             f"from {self.a.istio_dir}), {self.a.istioctl_archive} (istioctl), a .sha256 for each, and "
             f"{self.a.out / MANIFEST} (the inputs, the images' IDs, the archives' sha256); sorted entries, owner "
             f"0:0, mtime {self.a.epoch}, gzip without name or time"
