@@ -93,6 +93,17 @@ def test_the_plan_of_each_line(version: str, tmp_path: Path, ztunnel: tuple[str,
     assert "--host_action_env=CXX=/" in config
     assert ("--action_env=PATH=" in config) == (minor(rel.line) >= 25) and "/usr/lib/llvm/bin" not in config
     assert f"version >= {MIN_CLANG.get(rel.line, '14')}" in stages["toolchain"]
+    # release-builder's archives for the arch, istioctl and the charts naming this build's hub and tag
+    assert (
+        f"istio-{version}/: bin/istioctl" in stages["release"]
+        and f"istioctl-{version}-linux-arm64" in stages["release"]
+    )
+    assert ("manifests/examples as" in stages["release"]) == (minor(rel.line) < 22)
+    assert ("operator/samples as samples/operator" in stages["release"]) == (minor(rel.line) < 24)
+    assert "tools/certs the files git tracks matching README.md Makefile* common.mk" in stages["release"]
+    assert ("`istioctl profile dump` names" in stages["release"]) == (minor(rel.line) < 24)
+    assert "manifests/charts/istio-control/istio-discovery/values.yaml (hub gcr.io/istio-testing" in stages["patch"]
+    assert ("manifests/charts/ztunnel/values.yaml (hub" in stages["patch"]) == (minor(rel.line) >= 18)
 
 
 @pytest.mark.parametrize("version", ["1.14.0", "1.28.0"])

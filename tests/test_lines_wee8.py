@@ -66,6 +66,11 @@ def test_the_plan_of_each_line(version: str, tmp_path: Path) -> None:
     hub = "gcr.io/istio-release" if minor(version) >= 9 else "docker.io/istio"
     assert f'"make", "docker.base", "docker.distroless", "HUB={hub}"' in stages["images"]
     assert ("DOCKER_V2_BUILDER=false" in stages["images"]) == (minor(version) == 13)
+    # release-builder's archives: 1.7 ships operator/deploy and four tools files; tools/certs filtered from 1.8
+    assert f"istio-{version}-linux-arm64.tar.gz" in stages["release"]
+    assert ("operator/deploy as manifests/deploy" in stages["release"]) == (minor(version) == 7)
+    assert ("tools/certs the files git tracks matching" in stages["release"]) == (minor(version) >= 8)
+    assert ("tools/dump_kubernetes.sh" in stages["release"]) == (minor(version) <= 9)
 
 
 def test_a_release_whose_series_cannot_be_proven_is_pinned_saying_why() -> None:

@@ -82,6 +82,26 @@ def test_archive_spec_is_validated_and_maps_tree_paths() -> None:
             archive_spec(bad)
 
 
+def test_each_directory_keeps_the_names_its_own_patterns_match(tmp_path: Path) -> None:
+    """release-builder from 1.8: samples keep *.yaml and *.sh, tools/certs only README.md, Makefile* and common.mk."""
+    tree = tmp_path / "istio"
+    for name in ("samples/a.yaml", "samples/run.sh", "samples/b.go", "tools/certs/Makefile.k8s.mk",
+                 "tools/certs/common.mk", "tools/certs/x.yaml", "tools/other.sh", "LICENSE"):  # fmt: skip
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_text(name)
+    istioctl = tmp_path / "istioctl"
+    istioctl.write_bytes(b"\x7fELF")
+    dirs = {"samples": ["*.yaml", "*.sh"], "tools/certs": ["README.md", "Makefile*", "common.mk"]}
+    spec = archive_spec({**GOOD, "dirs": dirs, "copies": []})
+    assert spec is not None
+    names = sorted(e.name for e in archives.install_entries(spec, tree, istioctl, "m", "top"))
+    assert names == [
+        "top/LICENSE", "top/bin/istioctl", "top/manifest.yaml", "top/samples/a.yaml", "top/samples/run.sh",
+        "top/tools/certs/Makefile.k8s.mk", "top/tools/certs/common.mk",
+    ]  # fmt: skip
+    assert spec.archive_paths("tools/certs/x.yaml") == [] and spec.archive_paths("samples/run.sh") == ["samples/run.sh"]
+
+
 def test_a_bad_line_table_is_one_data_error(tmp_path: Path) -> None:
     text = (release.data_dir("releases") / "example.toml").read_text()
     broken = text.replace('hub = "gcr.io/istio-testing"', 'hub = "gcr.io/istio-testing"\nfiles_extra = 1', 1)
