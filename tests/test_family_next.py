@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ GOARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 CC = {"x86_64": "gcc", "aarch64": "aarch64-linux-gnu-gcc"}
 IMAGES = ("pilot", "proxyv2", "ztunnel")
 ZTUNNEL_SHA = "86fdabaf8cb15faf5ee4cf893c8df02ff79b6307"  # the example's ztunnel, pinned in istio-next's istio.deps
+VERSION = example.VERSION  # the istio tag of the pinned commit
 
 pytestmark = pytest.mark.slow
 
@@ -41,10 +43,11 @@ def ztunnel(directory: Path, arch: str) -> tuple[Path, str]:
 
 
 def build(work: Path, arch: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Tagged with the version, as a real release: its istioctl takes its version as the default tag."""
     env = {"ISTIOBUILD_CACHE_DIR": str(work.parent.parent / "cache")}
     return invoke(
         "build", "--release", "example-next", "--arch", arch, "--workdir", str(work), "--hub", "istiobuild-next",
-        *args, env=env,
+        "--tag", VERSION, *args, env=env,
     )  # fmt: skip
 
 
@@ -110,6 +113,36 @@ def test_builds_and_verifies_every_image_for_the_arch(built: dict[str, Path], ar
     assert (contexts / "build.docker.proxyv2" / goarch / "envoy").is_file()
     assert (contexts / "build.docker.ztunnel" / goarch / "ztunnel").is_file()
     assert not (contexts / "build.docker.istioctl").exists()  # defined in docker.yaml, not in DOCKER_TARGETS
+
+
+@pytest.mark.parametrize("arch", list(GOARCH))
+def test_the_release_archives_are_laid_out_as_the_1_24_lines_and_name_this_build(
+    built: dict[str, Path], arch: str, tmp_path: Path
+) -> None:
+    """release-builder 1.24's layout: samples/ and tools/certs/ each filtered by its own patterns, manifests/charts
+    and profiles; the defaults files name this build's hub and tag, and the archive's istioctl (go:embed, its build
+    hub and version overlaid, no `profile dump`) installs this build's images."""
+    release = built[arch] / f"example-next-{arch}" / "release"
+    archive = release / f"istio-{VERSION}-linux-{GOARCH[arch]}.tar.gz"
+    with tarfile.open(archive) as tar:
+        names = {m.name.removeprefix(f"istio-{VERSION}/") for m in tar.getmembers() if m.isfile()}
+        values = tar.extractfile(f"istio-{VERSION}/manifests/charts/istio-control/istio-discovery/values.yaml")
+        assert values is not None
+        text = values.read().decode()
+        tar.extractall(tmp_path, filter="data")
+    assert names == {
+        "LICENSE", "README.md", "bin/istioctl", "manifest.yaml", "manifests/profiles/default.yaml",
+        "manifests/charts/istio-control/istio-discovery/values.yaml",
+        "manifests/charts/istio-control/istio-discovery/templates/deployment.yaml",
+        "samples/README.md", "samples/httpbin/httpbin.yaml", "samples/httpbin/cleanup-httpbin.sh",
+        "tools/certs/README.md", "tools/certs/Makefile.selfsigned.mk", "tools/certs/common.mk",
+    }  # fmt: skip
+    assert "hub: istiobuild-next" in text and f'tag: "{VERSION}"' in text and "gcr.io/istio-testing" not in text
+    checks = json.loads((built[arch] / f"example-next-{arch}" / "archives.json").read_text())["checks"]
+    assert checks["istioctl"]["version"] == VERSION and "defaults" not in checks["istioctl"]  # no check command
+    istioctl = tmp_path / f"istio-{VERSION}" / "bin" / "istioctl"
+    shown = subprocess.run([str(istioctl), "manifest", "generate"], capture_output=True, text=True, check=True)
+    assert f'image: "istiobuild-next/pilot:{VERSION}"' in shown.stdout
 
 
 def test_the_provenance_names_the_ztunnel_supplied_or_built(built: dict[str, Path]) -> None:

@@ -1,0 +1,2 @@
+# Miniature of tools/certs/common.mk: what the certificate makefiles share.
+ROOTCA_DAYS ?= 3650
