@@ -11,6 +11,7 @@ example build records the base images it used with their IDs and architecture.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import platform
@@ -429,3 +430,8 @@ def test_a_good_build_records_its_base_images(built: Path) -> None:
     for key in ("base-images", "base_images"):  # once stages/record.py collects layout.record("base-images")
         if key in build_record:
             assert build_record[key] == record
+    # istio's own bases were tagged <hub>/base:<build tag> only for the FROM lines: untagged once the images exist
+    suffix = "-w" + hashlib.sha256(str(built).encode()).hexdigest()[:8]
+    listed = docker("images", "--format", "{{.Repository}}:{{.Tag}}").split()
+    assert [n for n in listed if n.startswith(("istio/base:", "istio/distroless:")) and n.endswith(suffix)] == []
+    assert [n for n in listed if n.startswith("istio/pilot:") and n.endswith(suffix)]  # the images stay

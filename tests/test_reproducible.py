@@ -80,15 +80,12 @@ def own_base_images(config: Path, hub: str) -> Path:
     return config
 
 
-def forget_images(hub: str, works: list[Path]) -> None:
-    """Remove every image and tag of this hub, the istio base build tags of this module's workdirs, then the
-    dangling images: the classic builder's cache is its intermediate images. Only what this module made: its builds
-    start from base images only it uses (hub_and_config), so another worker's builds never share their layers."""
-    suffixes = tuple(f"-w{hashlib.sha256(str(w).encode()).hexdigest()[:8]}" for w in works)
+def forget_images(hub: str) -> None:
+    """Remove every image and tag of this hub (the images stage untags istio's own bases itself), then the dangling
+    images: the classic builder's cache is its intermediate images. Only what this module made: its builds start
+    from base images only it uses (hub_and_config), so another worker's builds never share their layers."""
     names = docker("images", "--format", "{{.Repository}}:{{.Tag}}").split()
     ours = [n for n in names if n.startswith(hub + "/")]
-    own_bases = ("istio/base:example-", "istio/distroless:example-")  # the example's istio_bases
-    ours += [n for n in names if n.startswith(own_bases) and suffixes and n.endswith(suffixes)]
     if ours:
         docker("rmi", "-f", *ours, check=False)
     docker("image", "prune", "-f", check=False)
@@ -118,13 +115,11 @@ def twice(
     hub, config = hub_and_config
     port = int(hub.split(":")[1].split("/")[0])
     runs: list[dict[str, Any]] = []
-    works: list[Path] = []
     registry = None
     try:
         for name in ("first", "second"):
-            forget_images(hub, works)
+            forget_images(hub)
             root = tmp_path_factory.mktemp(f"repro-{name}")
-            works.append(root / "work")
             _, registry = start_registry(root / "registry", port=port)
             runs.append({arch: build(root / "work", root / "cache", arch, hub, keys["key"], config) for arch in ARCHES})
             if name == "first":
@@ -135,7 +130,7 @@ def twice(
         if registry is not None:
             registry.terminate()
             registry.wait(timeout=30)
-        forget_images(hub, works)
+        forget_images(hub)
 
 
 Twice = tuple[dict[str, Any], dict[str, Any], str]

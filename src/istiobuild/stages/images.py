@@ -98,6 +98,23 @@ class FinalizeImages(Action):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class UntagBases(Action):
+    """istio's own bases were built under this workdir's build tag only for the FROM lines of `make docker`: once
+    the images are made, the tags go (the layers the images share stay), so builds do not pile them up."""
+
+    names: tuple[str, ...]
+
+    def render(self) -> str:
+        return f"untag {', '.join(self.names)} (intermediate: only the FROM lines of the images above used them)"
+
+    def perform(self, ex: Executor) -> None:
+        cli = ex.docker()
+        for name in self.names:
+            if dockerapi.has_image(cli, name):
+                cli.images.remove(name, noprune=True)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class CheckBinaries(Action):
     """What the images copy from istio's out dir is what the istio stage built and recorded: a binary replaced
     since (a pre-placed envoy or ztunnel, a Go binary) is refused, not packed."""
@@ -160,6 +177,7 @@ def plan(p: PlanInput) -> Stage:
     built = names(p, tag)
     bases = baseimages.bases_for(p.release, p.arch, base_map)
     summary = "build istio's images with istio's own make targets"
+    untag: tuple[Step, ...] = ()
     if p.release.mechanism and p.release.mechanism.images == "docker_builder_yaml":
         summary = f"build istio's images from istio's own definitions ({p.release.mechanism.definitions})"
         driver: tuple[Step, ...] = (
@@ -176,6 +194,7 @@ def plan(p: PlanInput) -> Stage:
         )
     else:
         driver = _make_docker(p, {**env, "TAG": tag, "BASE_VERSION": tag}, tag, targets, skipped)
+        untag = (UntagBases(names=tuple(f"{base}:{tag}" for base in p.release.istio_bases)),)
     return Stage(
         name=StageName.IMAGES,
         summary=summary,
@@ -198,6 +217,7 @@ def plan(p: PlanInput) -> Stage:
                 replace={tag: p.arch_tag},
                 scratch=p.layout.scratch,
             ),
+            *untag,
         ),
         reads=(istio_dir,),
         consumes=(p.layout.artifacts / "envoy", p.layout.record("istio")),
