@@ -49,6 +49,12 @@ def test_rewrite_sets_only_the_upstream_default_lines() -> None:
     assert '  hub: 127.0.0.1:5000/istio  # dev builds\n  tag: "1.5.0"\n' in new
     assert "hub: docker.io/prom\n  tag: v2.15.1" in new  # an addon's own image is not ours
     assert defaults.rewrite("tag: latest\n", "x", "latest", "h", "1.5")[0] == 'tag: "1.5"\n'  # a string, not 1.5
+    # the JSON form a chart's files/gen-istio.yaml carries (release-builder rewrites it from 1.13)
+    gen = '      "global": {\n        "hub": "gcr.io/istio-testing",\n        "tag": "latest",\n        "x": "latest"\n'
+    new, hubs, tags = defaults.rewrite(gen, "gcr.io/istio-testing", "latest", "reg.example/istio", "1.14.0")
+    assert (hubs, tags) == (1, 1) and '"hub": "reg.example/istio",\n        "tag": "1.14.0",' in new
+    assert '"x": "latest"' in new and archives.names_defaults(new, "reg.example/istio", "1.14.0") == []
+    assert archives.names_defaults(gen, "reg.example/istio", "1.14.0") == ["hub: reg.example/istio", "tag: 1.14.0"]
 
 
 @pytest.mark.parametrize("value", ["1.5", "1.5.0", "0x10", "1_000", "1e3", "y", "No", "null", "example", "v1.2",

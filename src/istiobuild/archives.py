@@ -130,14 +130,16 @@ def check_sha256_file(archive: Path) -> None:
 
 
 def names_defaults(text: str, hub: str, tag: str) -> list[str]:
-    """What is missing from `text` for it to name hub and tag as its defaults (`hub: X` / `tag: Y` lines)."""
+    """What is missing from `text` for it to name hub and tag as its defaults (`hub: X` / `tag: Y` lines, or their
+    JSON form `"hub": "X",`)."""
     missing = []
     for key, value in (("hub", hub), ("tag", tag)):
-        if not any(
-            line.strip().removeprefix(f"{key}:").strip().strip("'\"") == value
-            for line in text.splitlines()
-            if line.strip().startswith(f"{key}:")
-        ):
+        found = (
+            line.split(":", 1)[1].strip().rstrip(",").strip().strip("'\"")
+            for line in (raw.strip() for raw in text.splitlines())
+            if line.startswith((f"{key}:", f'"{key}":'))
+        )
+        if value not in found:
             missing.append(f"{key}: {value}")
     return missing
 

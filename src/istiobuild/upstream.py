@@ -113,14 +113,15 @@ def check_defaults(release: Release, mirrors: Path, arch: Arch, scratch: Path, l
 
 
 def _unlisted_defaults(repo: Path, commit: str, release: Release) -> tuple[str, ...]:
-    """The files the archive takes from the tree with a `hub: <upstream hub>` line that [line.defaults] leaves out:
-    the archive would ship them naming upstream's images."""
+    """The files the archive takes from the tree with a `hub: <upstream hub>` line (or its JSON form) that
+    [line.defaults] leaves out: the archive would ship them naming upstream's images."""
     from istiobuild.git import out
 
     spec, wanted = release.archive, release.defaults
     assert spec is not None and wanted is not None
     sources = (*spec.files, *(d for d, _ in spec.dirs), *(s for s, _ in spec.copies))
-    pattern = r"^\s*hub: *[\"']?" + re.escape(wanted.hub) + r"[\"']? *(#.*)?$"
+    hub = re.escape(wanted.hub)
+    pattern = rf"^\s*(hub: *[\"']?{hub}[\"']? *(#.*)?|\"hub\": *\"{hub}\" *,?)$"
     named = out(repo, "grep", "-l", "-E", "-e", pattern, commit, "--", *sources, check=False).split()
     paths = {n.split(":", 1)[1] for n in named}
     return tuple(sorted(p for p in paths if spec.archive_paths(p) and p not in wanted.files))
