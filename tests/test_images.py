@@ -5,6 +5,7 @@ manifest, and the failure modes (daemon down, registry down or refusing auth, mi
 from __future__ import annotations
 
 import base64
+import http.server
 import io
 import json
 import os
@@ -12,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import tarfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -218,3 +220,58 @@ def test_missing_base_image_for_the_arch(pipeline: tuple[Path, str], tmp_path: P
     )
     line = one_error(proc)
     assert "base image example.invalid/nobase:1 for linux/arm64 is not available" in line
+
+
+class _EchoingRegistry(http.server.BaseHTTPRequestHandler):
+    """A registry that asks for Basic credentials and then answers every read with an error quoting them."""
+
+    def do_GET(self) -> None:
+        sent = self.headers.get("Authorization")
+        if not sent:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="r"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if self.path == "/v2/":
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+            return
+        body = json.dumps({"errors": [{"code": "UNSUPPORTED", "message": f"broken backend saw {sent}"}]}).encode()
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_registry_check_is_one_line_and_never_shows_the_credentials(tmp_path: Path) -> None:
+    """Before any stage: a registry echoing the credentials it got, and a docker config whose credential helper is
+    missing (a config copied from Docker Desktop), each stop the build with one line; nothing ran."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoingRegistry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"127.0.0.1:{server.server_address[1]}"
+    password = f"pw-{uuid.uuid4().hex}"
+    token = base64.b64encode(f"alice:{password}".encode()).decode()
+    echoing, helperless = tmp_path / "echoing", tmp_path / "helperless"
+    for config, data in ((echoing, {"auths": {address: {"auth": token}}}),
+                         (helperless, {"credsStore": "no-such-helper", "auths": {address: {}}})):  # fmt: skip
+        config.mkdir()
+        (config / "config.json").write_text(json.dumps(data))
+    args = ("build", "--release", "example", "--arch", "x86_64", "--hub", f"{address}/x", "--push")
+    try:
+        for config, said in ((echoing, "an unexpected answer (HTTP"), (helperless, "credentials could not be read")):
+            work = tmp_path / f"work-{config.name}"
+            proc = invoke(*args, "--workdir", str(work), env={"DOCKER_CONFIG": str(config)})
+            assert proc.returncode == 6 and said in one_error(proc), proc.stderr
+            assert password not in proc.stdout + proc.stderr and token not in proc.stdout + proc.stderr
+            assert not (work / "example").exists()  # stopped before the checkout
+    finally:
+        server.shutdown()

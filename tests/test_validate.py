@@ -40,6 +40,7 @@ BAD: list[tuple[str, Any, str]] = [
     ("hub", "Istio", "upper case"),
     ("hub", "docker.io/MyOrg", "upper case"),
     ("hub", "istio/", "ends with '/'"),
+    ("hub", "[::1]:5000/istio", "IPv6 host"),  # docker 20.10 cannot parse it: refused before any stage
     ("hub", "docker.io/istio:1.5", "has a tag"),
     ("hub", "istio:latest", "has a tag"),
     ("hub", f"docker.io/istio@{DIGEST}", "digest"),

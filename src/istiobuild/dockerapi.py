@@ -6,6 +6,7 @@ runner) does what the SDK cannot here: `docker import --platform` and `docker ma
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from istiobuild.errors import ToolError, UsageError
+from istiobuild.secrets import Redactor
 
 
 class DockerError(ToolError):
@@ -132,18 +134,45 @@ def registry_problem(reason: str) -> str:
     return ""
 
 
-def registry_answer(reference: str) -> tuple[bool, str]:
-    """Ask the registry of `reference` for its manifest through the daemon, with the docker config's credentials
-    (as a push goes): (usable, what happened). A missing manifest is fine: the registry answered."""
+REGISTRY_TIMEOUT = 60  # seconds the registry check waits for the daemon's answer
+
+
+def config_secrets() -> tuple[str, ...]:
+    """The credentials the docker config holds (passwords, their base64 `auth`, tokens): a registry may echo them
+    in an error, and an error is printed."""
     import docker
 
     try:
-        client().api.inspect_distribution(reference)
+        auths = docker.auth.load_config().auths
+    except (docker.errors.DockerException, OSError, ValueError):
+        return ()
+    found = []
+    for entry in auths.values():
+        user, password = entry.get("username") or "", entry.get("password") or ""
+        found += [password, entry.get("identitytoken") or "", entry.get("registrytoken") or ""]
+        if password:
+            found.append(base64.b64encode(f"{user}:{password}".encode()).decode())
+    return tuple(v for v in found if v)
+
+
+def registry_answer(reference: str) -> tuple[bool, str]:
+    """Ask the registry of `reference` for its manifest through the daemon, with the docker config's credentials
+    (as a push goes): (usable, what happened). A missing manifest is fine: the registry answered. This proves the
+    registry reachable and readable with those credentials; only the push itself proves the right to write."""
+    import docker
+    import requests
+
+    try:
+        cli = docker.from_env(timeout=REGISTRY_TIMEOUT)
+        cli.api.inspect_distribution(reference)
     except docker.errors.NotFound:
         return True, "it answers (no such image yet)"
     except docker.errors.APIError as exc:
-        reason = str(exc.explanation or exc)
-        return False, registry_problem(reason) or reason.splitlines()[0][:200]
-    except DockerError as exc:
-        return False, exc.message
+        reason = Redactor(config_secrets()).text(str(exc.explanation or exc))
+        return False, registry_problem(reason) or f"an unexpected answer (HTTP {exc.status_code}: {reason[:160]})"
+    except requests.exceptions.RequestException:
+        return False, f"not reachable (no answer through the daemon within {REGISTRY_TIMEOUT} s)"
+    except docker.errors.DockerException as exc:  # a credential helper the docker config names is missing
+        reason = Redactor(config_secrets()).text(str(exc).splitlines()[0][:200])
+        return False, f"the docker config's credentials could not be read ({reason})"
     return True, "it answers"

@@ -147,11 +147,19 @@ def _docker() -> Check:
     )
 
 
+def _docker_and_registry(settings: Settings, release: Release, arch: Arch, wanted: Collection[str]) -> list[Check]:
+    """The daemon; with --push, then the registry through it (not asked when the daemon did not answer)."""
+    daemon = _docker()
+    if daemon.ok and ("publish" in wanted or ("images" in wanted and settings.push)):
+        return [daemon, _registry(settings, release, arch)]
+    return [daemon]
+
+
 def _registry(settings: Settings, release: Release, arch: Arch) -> Check:
     """`--push`: the daemon reaches the hub's registry and the docker config's credentials are accepted there,
     asked before any stage (a read: the registry's manifest API, through the daemon as the push will go)."""
     probe = f"{settings.hub}/{release.docker_targets_for(arch)[0].removeprefix('docker.')}:latest"
-    required = f"the registry of {settings.hub} reachable through the daemon, its credentials accepted"
+    required = f"the registry of {settings.hub} reachable through the daemon and readable with its credentials"
     fix = f"start the registry of {settings.hub} or pick another --hub; `docker login <registry>` (never printed)"
     ok, found = dockerapi.registry_answer(probe)
     return Check(name="registry", found=found, required=required, ok=ok, fix=fix)
@@ -278,9 +286,7 @@ def run_checks(
         if "proxy" not in wanted:  # the proxy stage checked make already
             checks.append(_make())
     if {"images", "verify", "publish"} & wanted:
-        checks.append(_docker())
-    if "publish" in wanted or ("images" in wanted and settings.push):
-        checks.append(_registry(settings, release, arch))
+        checks += _docker_and_registry(settings, release, arch, wanted)
     if arch != host and {"proxy", "istio", "images", "verify"} & wanted:
         checks.append(_emulation(arch, host))
     return [*checks, *_machine(settings, release, arch=arch, host=host, page_size=page_size)]

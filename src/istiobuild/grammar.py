@@ -145,7 +145,10 @@ def _name_problem(name: str) -> str | None:
     )
     problem = next((why for wrong, why in shape if wrong), None)
     if not problem and domain:
-        problem = _host_problem(parts.pop(0))
+        host = parts.pop(0)
+        problem = _host_problem(host)
+        if not problem and host.startswith("["):  # docker 20.10's reference grammar has no IPv6 literal
+            problem = f"has an IPv6 host {host!r}, which docker image references cannot name (use a host name)"
     return problem or next((_component_problem(p) for p in parts if not _PATH_COMPONENT.fullmatch(p)), None)
 
 

@@ -12,6 +12,7 @@ from istiobuild import dockerapi, fsutil
 from istiobuild.errors import IstiobuildError, SourceError
 from istiobuild.executor import Executor
 from istiobuild.run import run
+from istiobuild.secrets import Redactor
 from istiobuild.stages.images import build_tag, names
 from istiobuild.steps import Action, PlanInput, Stage, StageName
 
@@ -62,7 +63,8 @@ def push(cli: Any, images: Iterable[str]) -> dict[str, str]:
 _PUSH_HINT = "check that the registry runs and `docker login <registry>` (credentials are never printed)"
 
 
-def _push_error(image: str, reason: str) -> str:
+def _push_error(image: str, raw: str) -> str:
+    reason = Redactor(dockerapi.config_secrets()).text(raw)  # a registry may echo the credentials it was sent
     problem = dockerapi.registry_problem(reason)
     if problem == "not authorized":
         return f"the registry refused {image}: not authorized"
