@@ -51,7 +51,7 @@ class DefaultsSpec:
     generated: tuple[str, ...] = ()  # the files it writes (taken into the patch)
     tools: tuple[str, ...] = ()  # host programs the generator needs
     check: tuple[str, ...] = ()  # istioctl arguments whose output names the default hub and tag
-    version_is_tag: bool = False  # istioctl overlays its version (ldflags) as the default tag (1.4, 1.5)
+    version_is_tag: bool = False  # istioctl overlays its version (ldflags) as the default tag (every line 1.4 .. 1.28)
 
 
 def _relative(value: str) -> str:
