@@ -38,7 +38,7 @@ def yaml_scalar(value: str) -> str:
 
 def rewrite(text: str, spec_hub: str, spec_tag: str, hub: str, tag: str) -> tuple[str, int, int]:
     """The text with every `hub: <spec_hub>` and `tag: <spec_tag>` line set to hub/tag, and how many of each; also
-    their JSON form, `"hub": "<spec_hub>",` (a chart's gen-istio.yaml, 1.13 .. 1.17, as release-builder rewrites it)."""
+    their JSON form, `"hub": "<spec_hub>",` (the charts' files/gen-istio.yaml, 1.6 .. 1.17)."""
     text, hubs = _set(text, "hub", spec_hub, hub)
     text, tags = _set(text, "tag", spec_tag, tag)
     return text, hubs, tags
