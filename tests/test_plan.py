@@ -10,7 +10,7 @@ from istiobuild import release, toolchain
 from istiobuild.arch import Arch
 from istiobuild.plan import make_plan, render
 from istiobuild.stages.checkout import CheckoutPin
-from istiobuild.stages.images import FinalizeImages
+from istiobuild.stages.images import FinalizeImages, UntagBases
 from istiobuild.stages.istio import PrepareIstio, WriteBuildInfo
 from istiobuild.stages.patch import ApplySeries
 from istiobuild.stages.proxy import CrossLinks
@@ -81,7 +81,9 @@ def test_150_aarch64_carries_what_the_guide_needed(settings_for) -> None:  # typ
     assert base.argv[:3] == ("make", "docker.base", "HUB=docker.io/istio")
     # built under a name unique to the workdir; verify tags the final names
     assert docker.env["TAG"].startswith("1.5.0-arm64-w") and docker.env["BASE_VERSION"] == docker.env["TAG"]
-    assert isinstance(plan.stage("images").steps[-1], FinalizeImages)
+    finalize, untag = plan.stage("images").steps[-2:]
+    assert isinstance(finalize, FinalizeImages) and isinstance(untag, UntagBases)
+    assert untag.names == (f"docker.io/istio/base:{docker.env['TAG']}",)  # istio's own base, once the images exist
     assert all(i.startswith("istio/") and ":1.5.0-arm64-w" in i for i in plan.stage("images").images)
     assert all(i.startswith("istio/") and i.endswith(":1.5.0-arm64") for i in plan.stage("verify").images)
     assert docker.env["DOCKER_BUILDKIT"] == "0"
