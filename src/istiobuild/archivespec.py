@@ -25,6 +25,11 @@ class ArchiveSpec:
     files: tuple[str, ...]  # istio tree files copied as they are
     copies: tuple[tuple[str, str], ...]  # (istio tree file or directory, where it goes), every file
 
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Every istio tree path the archive takes from: files, filtered directories, copied paths."""
+        return (*self.files, *(d for d, _ in self.dirs), *(s for s, _ in self.copies))
+
     def archive_paths(self, path: str) -> list[str]:
         """Where a file of the istio tree lands in the install archive (under `top`), if it does."""
         found = [path] if path in self.files else []

@@ -104,7 +104,7 @@ def check_defaults(release: Release, mirrors: Path, arch: Arch, scratch: Path, l
     text = generated.path.read_text()
     changed = tuple(line.split(" b/", 1)[1] for line in text.splitlines() if line.startswith("diff --git "))
     spec = release.archive
-    sources = (*spec.files, *(d for d, _ in spec.dirs), *(s for s, _ in spec.copies)) if spec else ()
+    sources = spec.sources if spec else ()
     missing = tuple(s for s in sources if git(repo, "cat-file", "-e", f"{commit}:{s}", check=False).returncode)
     unlisted = _unlisted_defaults(repo, commit, release) if spec and not missing else ()
     return DefaultsOutcome(
@@ -119,9 +119,8 @@ def _unlisted_defaults(repo: Path, commit: str, release: Release) -> tuple[str, 
 
     spec, wanted = release.archive, release.defaults
     assert spec is not None and wanted is not None
-    sources = (*spec.files, *(d for d, _ in spec.dirs), *(s for s, _ in spec.copies))
     hub = re.escape(wanted.hub)
     pattern = rf"^\s*(hub: *[\"']?{hub}[\"']? *(#.*)?|\"hub\": *\"{hub}\" *,?)$"
-    named = out(repo, "grep", "-l", "-E", "-e", pattern, commit, "--", *sources, check=False).split()
+    named = out(repo, "grep", "-l", "-E", "-e", pattern, commit, "--", *spec.sources, check=False).split()
     paths = {n.split(":", 1)[1] for n in named}
     return tuple(sorted(p for p in paths if spec.archive_paths(p) and p not in wanted.files))
